@@ -40,7 +40,8 @@ What a plugin provides
     Replace the default step. ``ctx`` is a `StepContext`. The step must update
     ``ctx.opt_d`` and ``ctx.opt_g`` itself, draw all randomness from ``ctx.noise``
     / ``ctx.torch_generator`` (so runs are reproducible and resume exactly), and return
-    at least ``{"d_loss": ..., "g_loss": ...}`` as Python floats. The default step is
+    at least ``{"d_loss": ..., "g_loss": ...}`` as Python floats or detached 0-d
+    tensors (tensors let the step run without waiting on the device). The default step is
     `gankit.training.step.standard_step`; a plugin may call it.
 
 ``export_module(generator) -> torch.nn.Module`` (optional)
@@ -119,7 +120,8 @@ class NetSpec:
     @property
     def value_range(self) -> tuple[float, float]:
         """The range the generator's images lie in, set by its output activation."""
-        return (0.0, 1.0) if self.output_activation == "sigmoid" else (-1.0, 1.0)
+        # relu outputs (the DL4J recipe) are clipped to [0, 1] like sigmoid ones.
+        return (-1.0, 1.0) if self.output_activation == "tanh" else (0.0, 1.0)
 
 
 @dataclass

@@ -1,0 +1,407 @@
+"""The training loop, top to bottom: data in memory, plugin-built nets, steps, logs, checkpoints.
+
+Heavy tier (torch). Nothing here is specific to one plugin or to the CLI: the loop
+reports through a `Callbacks` object (progress bars live in the CLI), and a plugin
+changes the maths only through its ``build`` and optional ``train_step``.
+
+A run folder ``runs/<name>/`` holds config.json, metrics.jsonl, checkpoints/,
+samples/step-*.png (from fixed noise), loss_curve.png and, when tensorboard is
+installed, TensorBoard event files under tb/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from gankit.config import TrainConfig
+from gankit.errors import GankitError, TrainingError, UsageError
+from gankit.plugin_api import GanPlugin, StepContext
+from gankit.training import checkpoint as ckpt
+from gankit.training.losses import get_losses
+from gankit.training.sampler import BatchSampler
+from gankit.training.spec import spec_from_config
+from gankit.training.step import standard_step
+
+SAMPLES_PER_CLASS = 8
+
+
+class Interrupted(GankitError):
+    """Training stopped on Ctrl-C after committing a checkpoint."""
+
+
+class Callbacks:
+    """Hooks the loop calls; the CLI overrides them to drive a progress bar. All optional."""
+
+    def on_start(self, start_step: int, total_steps: int) -> None: ...
+    def on_log(self, row: dict[str, Any]) -> None: ...
+    def on_sample(self, step: int, path: Path) -> None: ...
+    def on_checkpoint(self, step: int, path: Path) -> None: ...
+    def on_eval(self, step: int, report: dict[str, Any]) -> None: ...
+    def on_message(self, text: str) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    last_checkpoint: Path
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but torch sees no CUDA device here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def make_optimizer(cfg: TrainConfig, params, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    params = list(params)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum)
+    # The fused Adam kernel updates every parameter in one pass instead of a dozen
+    # elementwise ops per tensor; same maths (see bench/bench_train_speed.py).
+    return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+
+
+class EMA:
+    """Exponential moving average of the generator's parameters (buffers are copied)."""
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        self._names = [n for n, _ in module.named_parameters()]
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module) -> None:
+        params = dict(module.named_parameters())
+        torch._foreach_lerp_([self.shadow[n] for n in self._names], [params[n].detach() for n in self._names],
+                             1.0 - self.decay)
+        for name, buf in module.named_buffers():
+            self.shadow[name].copy_(buf)
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to stop after the current step (and checkpoint); a second one aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not in the main thread: leave Ctrl-C alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def _rng_state(noise_gen: torch.Generator, device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch_cpu": torch.get_rng_state(),
+        "noise": noise_gen.get_state(),
+        "python": json.loads(json.dumps(random.getstate())),
+    }
+    np_state = np.random.get_state()
+    state["numpy"] = [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]
+    if device.type == "cuda":
+        state["torch_cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore_rng(state: dict[str, Any], noise_gen: torch.Generator, device: torch.device) -> None:
+    torch.set_rng_state(state["torch_cpu"].cpu())
+    noise_gen.set_state(state["noise"].cpu())
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if device.type == "cuda" and "torch_cuda" in state:
+        torch.cuda.set_rng_state(state["torch_cuda"].cpu(), device)
+
+
+class Trainer:
+    """One training run. Build with a validated config, a plugin and the data; call `run()`."""
+
+    def __init__(self, cfg: TrainConfig, plugin: GanPlugin, images_u8: np.ndarray, labels: np.ndarray,
+                 run_dir: Path, *, dataset_name: str, callbacks: Callbacks | None = None,
+                 resume: ckpt.TrainingState | None = None,
+                 evaluator: Callable[[torch.nn.Module, int], dict[str, Any]] | None = None):
+        self.cfg = cfg
+        self.plugin = plugin
+        self.run_dir = Path(run_dir)
+        self.dataset_name = dataset_name
+        self.cb = callbacks or Callbacks()
+        self.device = resolve_device(cfg.device)
+        self.evaluator = evaluator
+        self.tb = None
+        self.spec = spec_from_config(cfg, plugin)
+
+        seed_everything(cfg.seed)
+        nets = plugin.build(self.spec)
+        self.G = nets.generator.to(self.device)
+        self.D = nets.discriminator.to(self.device)
+        self.opt_g = make_optimizer(cfg, self.G.parameters(), cfg.lr_g, self.device)
+        self.opt_d = make_optimizer(cfg, self.D.parameters(), cfg.lr_d, self.device)
+        self.ema = EMA(self.G, cfg.ema) if cfg.ema > 0 else None
+        self.noise_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        try:
+            self.sampler = BatchSampler(
+                torch.from_numpy(np.ascontiguousarray(images_u8)), torch.from_numpy(labels.astype(np.int64)),
+                classes=tuple(sorted(cfg.classes)), batch_size=cfg.batch_size, layout=plugin.batch_layout,
+                seed=cfg.seed, value_range=self.spec.value_range, image_size=cfg.image_size, device=self.device)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        self.d_loss_fn, self.g_loss_fn = get_losses(cfg.loss, cfg.ls_sigmoid)
+        self.step = 0
+        self.best_score: float | None = None
+        if resume is not None:
+            self._load(resume)
+        self.fixed_z, self.fixed_labels = self._fixed_inputs()
+
+    # ----- state -------------------------------------------------------------------------
+    def _load(self, state: ckpt.TrainingState) -> None:
+        self.G.load_state_dict(state.generator)
+        self.D.load_state_dict(state.discriminator)
+        self.opt_g.load_state_dict(state.opt_g)
+        self.opt_d.load_state_dict(state.opt_d)
+        if self.ema is not None and state.ema:
+            self.ema.shadow = {k: v.to(self.device) for k, v in state.ema.items()}
+        self.sampler.load_state(state.sampler)
+        _restore_rng(state.rng, self.noise_gen, self.device)
+        self.step = state.step
+        self.best_score = state.extra.get("best_score")
+
+    def _save(self, name: str | None = None) -> Path:
+        path = ckpt.save_checkpoint(
+            self.run_dir / "checkpoints", self.step, self.cfg,
+            generator=self.G.state_dict(), discriminator=self.D.state_dict(),
+            ema=self.ema.shadow if self.ema else None, opt_g=self.opt_g, opt_d=self.opt_d,
+            rng=_rng_state(self.noise_gen, self.device), sampler=self.sampler.state(),
+            keep=self.cfg.keep_checkpoints, name=name,
+            extra={"dataset": self.dataset_name, "plugin": self.plugin.name, "best_score": self.best_score})
+        return path
+
+    def _fixed_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Noise and labels for the progress grids, from their own seed so they never disturb training."""
+        g = torch.Generator().manual_seed(self.cfg.seed + 7919)
+        classes = tuple(sorted(self.cfg.classes))
+        if self.plugin.label_mode == "none":
+            labels = torch.full((64,), classes[0], dtype=torch.long)
+        else:
+            labels = torch.tensor(classes, dtype=torch.long).repeat_interleave(SAMPLES_PER_CLASS)
+        z = self.noise_like(len(labels), g, torch.device("cpu"))
+        return z.to(self.device), labels.to(self.device)
+
+    def noise_like(self, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+        if self.cfg.noise == "uniform":
+            return torch.rand(n, self.cfg.z_dim, generator=generator, device=device).mul_(2).sub_(1)
+        return torch.randn(n, self.cfg.z_dim, generator=generator, device=device)
+
+    def generator_for_eval(self) -> torch.nn.Module:
+        """The generator to sample from: the EMA weights when kept, in eval mode (caller restores train())."""
+        if self.ema is None:
+            return self.G
+        import copy
+
+        g = copy.deepcopy(self.G)
+        g.load_state_dict(self.ema.shadow)
+        return g
+
+    # ----- outputs -----------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_grid(self) -> Path:
+        from gankit.images import save_grid, to_uint8
+
+        g = self.generator_for_eval()
+        g.eval()
+        images = g(self.fixed_z, self.fixed_labels).float().cpu().numpy()
+        self.G.train()
+        u8 = to_uint8(images, self.spec.value_range)
+        row_labels = None
+        if self.plugin.label_mode != "none":
+            row_labels = [str(c) for c in sorted(self.cfg.classes)]
+        path = save_grid(u8, self.run_dir / "samples" / f"step-{self.step:09d}.png", nrow=8, scale=2,
+                         row_labels=row_labels)
+        self._tb_image(u8)
+        return path
+
+    def _tb_image(self, u8: np.ndarray) -> None:
+        if self.tb is not None:
+            from gankit.images import make_grid
+
+            self.tb.add_image("samples", make_grid(u8, nrow=8)[None], self.step)
+
+    def _write_loss_curve(self, rows: list[dict[str, Any]]) -> None:
+        from gankit.images import save_line_plot
+
+        series = {}
+        for key in ("d_loss", "g_loss"):
+            pts = [(r["step"], r[key]) for r in rows if key in r and np.isfinite(r[key])]
+            if pts:
+                series[key] = ([p[0] for p in pts], [p[1] for p in pts])
+        extra_keys = sorted({k for r in rows for k in r if k.startswith("d_loss_") or k.startswith("g_loss_")})
+        if series:
+            save_line_plot(series, self.run_dir / "loss_curve.png", title=f"{self.plugin.name}: losses")
+        if extra_keys:  # per-class losses, e.g. the per-digit plugin's ten GANs
+            per = {k: ([r["step"] for r in rows if k in r], [r[k] for r in rows if k in r]) for k in extra_keys
+                   if k.startswith("g_loss_")}
+            if per:
+                save_line_plot(per, self.run_dir / "loss_curve_per_class.png", title="generator loss per class")
+
+    # ----- the loop ----------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.json").write_text(cfg.dumps())
+        metrics_path = self.run_dir / "metrics.jsonl"
+        rows = self._read_metrics(metrics_path)
+        self.tb = self._open_tensorboard()
+        train_step = self.plugin.train_step or standard_step
+        autocast = self._autocast_factory()
+        ctx = StepContext(
+            generator=self.G, discriminator=self.D, opt_g=self.opt_g, opt_d=self.opt_d,
+            g_loss_fn=self.g_loss_fn, d_loss_fn=self.d_loss_fn,
+            noise=lambda n: self.noise_like(n, self.noise_gen, self.device),
+            d_steps=cfg.d_steps, step=self.step, spec=self.spec, torch_generator=self.noise_gen,
+            autocast=autocast, next_batch=self.sampler.next)
+        self.G.train()
+        self.D.train()
+        self.cb.on_start(self.step, cfg.steps)
+        last_ckpt = ckpt.find_checkpoint(self.run_dir) if self.step > 0 else None
+        start = time.perf_counter()
+        t_log, s_log = start, self.step
+        pending: list[dict[str, Any]] = []
+        with _StopFlag() as stop, open(metrics_path, "a") as metrics_file:
+            while self.step < cfg.steps:
+                ctx.step = self.step
+                real, labels = self.sampler.next()
+                losses = train_step(ctx, real, labels)
+                if self.ema is not None:
+                    self.ema.update(self.G)
+                self.step += 1
+                pending.append(losses)
+                final = self.step == cfg.steps
+                if self.step % cfg.log_every == 0 or final or stop.requested:
+                    now = time.perf_counter()
+                    row = self._log_row(pending, (self.step - s_log) / max(now - t_log, 1e-9), now - start)
+                    pending, t_log, s_log = [], now, self.step
+                    if not all(np.isfinite(v) for k, v in row.items() if k.endswith("loss")):
+                        where = f"the last good checkpoint ({last_ckpt}) is kept" if last_ckpt else "no checkpoint was written"
+                        raise TrainingError(
+                            f"loss became non-finite by step {self.step} ({row}); stopping, {where}. "
+                            "Try a lower learning rate or the least-squares loss.")
+                    metrics_file.write(json.dumps(row) + "\n")
+                    metrics_file.flush()
+                    rows.append(row)
+                    if self.tb is not None:
+                        for k, v in row.items():
+                            if k != "step":
+                                self.tb.add_scalar(k, v, self.step)
+                    self.cb.on_log(row)
+                if self.step % cfg.sample_every == 0 or final:
+                    self.cb.on_sample(self.step, self.sample_grid())
+                if cfg.eval_every and (self.step % cfg.eval_every == 0 or final) and self.evaluator:
+                    self._evaluate(rows, metrics_file)
+                if self.step % cfg.checkpoint_every == 0 or final or stop.requested:
+                    self._check_finite_weights(last_ckpt)
+                    last_ckpt = self._save()
+                    self.cb.on_checkpoint(self.step, last_ckpt)
+                if stop.requested and not final:
+                    raise Interrupted(
+                        f"interrupted at step {self.step}; checkpoint committed at {last_ckpt}. "
+                        f"Resume with: gankit train --resume {self.run_dir}")
+        if self.tb is not None:
+            self.tb.close()
+        self._write_loss_curve(rows)
+        return TrainResult(self.run_dir, self.step, last_ckpt, rows, time.perf_counter() - start)
+
+    def _evaluate(self, rows, metrics_file) -> None:
+        g = self.generator_for_eval()
+        g.eval()
+        report = self.evaluator(g, self.step)
+        self.G.train()
+        row = {"step": self.step, **{f"eval/{k}": v for k, v in report.items() if isinstance(v, (int, float))}}
+        metrics_file.write(json.dumps(row) + "\n")
+        rows.append(row)
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step":
+                    self.tb.add_scalar(k, v, self.step)
+        score = report.get("score")
+        if score is not None and (self.best_score is None or score > self.best_score):
+            self.best_score = float(score)
+            self._save(name="best")
+        self.cb.on_eval(self.step, report)
+
+    def _log_row(self, pending: list[dict[str, Any]], steps_per_s: float, elapsed: float) -> dict[str, Any]:
+        row: dict[str, Any] = {"step": self.step}
+        for key in pending[-1]:
+            vals = [p[key] for p in pending]
+            if torch.is_tensor(vals[0]):
+                row[key] = float(torch.stack([v.float() for v in vals]).mean())
+            else:
+                row[key] = float(np.mean(vals))
+        row["steps_per_s"] = round(steps_per_s, 3)
+        row["elapsed_s"] = round(elapsed, 3)
+        return row
+
+    def _check_finite_weights(self, last_ckpt: Path | None) -> None:
+        for module in (self.G, self.D):
+            for p in module.parameters():
+                if not torch.isfinite(p).all():
+                    where = f"the last good checkpoint ({last_ckpt}) is kept" if last_ckpt else "no checkpoint was written"
+                    raise TrainingError(f"weights became non-finite by step {self.step}; stopping, {where}.")
+
+    def _read_metrics(self, path: Path) -> list[dict[str, Any]]:
+        """Rows already logged up to the resumed step; later rows (after the last checkpoint) are dropped."""
+        rows = []
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a kill
+                if row.get("step", 0) <= self.step:
+                    rows.append(row)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return rows
+
+    def _open_tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
+
+    def _autocast_factory(self):
+        if self.cfg.precision == "bf16":
+            return lambda: torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext
