@@ -1,0 +1,34 @@
+"""Shared test helpers: the real MNIST folder and a runner for the real `gankit` CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST = Path(os.environ.get("GANKIT_TEST_MNIST", REPO.parent / "shared" / "data" / "mnist"))
+
+# Small nets keep CLI training tests to seconds; the maths is the same as the defaults.
+SMALL_NETS = ["--g-hidden", "64,128", "--d-hidden", "128,64"]
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None,
+            check: bool = False) -> subprocess.CompletedProcess:
+    """Run `python -m gankit.cli ARGS` for real and capture its output."""
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "gankit.cli", *map(str, args)], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"gankit {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    if not (MNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real MNIST files not found at {MNIST}")
+    return MNIST

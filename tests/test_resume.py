@@ -1,0 +1,101 @@
+"""Exact resume: a run killed with a real SIGKILL (or stopped with Ctrl-C) and resumed ends
+bit-for-bit where an uninterrupted run ends, on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import SMALL_NETS, run_cli
+
+STEPS = 160
+ARGS = ["--steps", STEPS, "--checkpoint-every", 20, "--sample-every", 40, "--log-every", 10, "--seed", 3,
+        "--ema", 0.9, *SMALL_NETS, "--quiet"]
+
+
+def final_tensors(run: Path) -> dict[str, torch.Tensor]:
+    ckpt = sorted((run / "checkpoints").glob("step-*"))[-1]
+    assert ckpt.name == f"step-{STEPS:09d}"
+    return load_file(str(ckpt / "tensors.safetensors"))
+
+
+def start_training(runs: Path, name: str, data: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gankit.cli", "train", "--data", str(data), "--runs-dir", str(runs), "--name", name,
+         *map(str, ARGS)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, run: Path, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if list((run / "checkpoints").glob("step-*/manifest.json")):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended before its first checkpoint: {proc.communicate()}")
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, mnist_dir) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    run_cli("train", "--data", mnist_dir, "--runs-dir", runs, "--name", "straight", *ARGS, check=True)
+    return runs / "straight"
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"tensors differ after resume: {different[:5]}"
+
+
+def test_sigkill_then_resume_is_bitwise_identical(straight_run, tmp_path, mnist_dir):
+    proc = start_training(tmp_path, "killed", mnist_dir)
+    run = tmp_path / "killed"
+    wait_for_checkpoint(proc, run)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done = sorted((run / "checkpoints").glob("step-*/manifest.json"))
+    killed_at = json.loads(done[-1].read_text())["step"]
+    assert 0 < killed_at < STEPS, "the kill must land mid-run for this test to mean anything"
+
+    resumed = run_cli("train", "--resume", run, "--quiet", check=True)
+    assert resumed.returncode == 0
+    assert_same(final_tensors(straight_run), final_tensors(run))
+    # The logged losses after the resume point are the uninterrupted run's too.
+    rows = lambda p: [json.loads(line) for line in (p / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("steps_per_s", "elapsed_s")} for r in rs]  # noqa: E731
+    assert strip(rows(run)) == strip(rows(straight_run))
+
+
+def test_ctrl_c_commits_a_checkpoint_and_says_how_to_resume(straight_run, tmp_path, mnist_dir):
+    proc = start_training(tmp_path, "interrupted", mnist_dir)
+    run = tmp_path / "interrupted"
+    wait_for_checkpoint(proc, run)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before Ctrl-C arrived")
+    assert proc.returncode == 1, err
+    assert "gankit train --resume" in err and "Traceback" not in err
+    steps = [json.loads(p.read_text())["step"] for p in (run / "checkpoints").glob("step-*/manifest.json")]
+    assert max(steps) < STEPS
+    run_cli("train", "--resume", run, "--quiet", check=True)
+    assert_same(final_tensors(straight_run), final_tensors(run))
+
+
+def test_resume_refuses_changed_config(straight_run):
+    proc = run_cli("train", "--resume", straight_run, "--lr", "0.1")
+    assert proc.returncode == 2 and "only --steps" in proc.stderr
+    proc = run_cli("train", "--resume", straight_run)
+    assert proc.returncode == 2 and "already at step" in proc.stderr
