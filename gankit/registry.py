@@ -1,0 +1,195 @@
+"""Find, load and check gankit plugins registered under the ``gankit.plugins`` entry-point group.
+
+Light tier: standard library plus `gankit.plugin_api`. Listing reads installed
+distributions' metadata only and imports no plugin; `load_plugin` imports exactly the
+one plugin asked for. A plugin that fails to import, speaks another plugin API version
+or breaks the contract raises `PluginError` naming its distribution and version, so a
+single broken plugin never stops the others (or `gankit plugins`) from working.
+
+    list_plugins()      -> [PluginInfo]                 # metadata only, no imports
+    load_plugin(name)   -> GanPlugin                    # imports and validates one plugin
+    broken_plugins()    -> [(PluginInfo, reason)]       # imports all; for `gankit plugins`
+    survey_plugins()    -> [PluginStatus]               # imports all; info, plugin or error
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata as metadata
+import re
+from dataclasses import dataclass, replace
+from typing import Optional
+
+from gankit.errors import PluginError, UsageError
+from gankit.plugin_api import GanPlugin, validate_plugin
+
+ENTRY_POINT_GROUP = "gankit.plugins"
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "PluginInfo",
+    "PluginStatus",
+    "list_plugins",
+    "load_plugin",
+    "broken_plugins",
+    "survey_plugins",
+]
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One registered plugin, as the installed metadata describes it.
+
+    Attributes:
+        name: the entry-point name, which is what ``--plugin NAME`` selects.
+        value: the entry point's target, ``"module:attr"``.
+        distribution: the distribution (pip package) that registers it.
+        version: that distribution's version.
+        description: the plugin's one-line description; None until the plugin has been
+            loaded (reading it means importing the plugin, which listing never does).
+    """
+
+    name: str
+    value: str
+    distribution: str
+    version: str
+    description: Optional[str] = None
+
+    @property
+    def origin(self) -> str:
+        """How messages name this plugin: ``plugin 'x' from dist 1.0 (module:attr)``."""
+        return f"plugin {self.name!r} from {self.distribution} {self.version} ({self.value})"
+
+
+@dataclass(frozen=True)
+class PluginStatus:
+    """The outcome of loading one registered plugin: exactly one of plugin and error is set."""
+
+    info: PluginInfo
+    plugin: Optional[GanPlugin] = None
+    error: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _normalize(dist_name: str) -> str:
+    # PEP 503 normalisation, so 'Gankit_Hinge' and 'gankit-hinge' count as one distribution.
+    return re.sub(r"[-_.]+", "-", dist_name).lower()
+
+
+def _entries() -> list[tuple[PluginInfo, metadata.EntryPoint]]:
+    """Every registered entry point in the group, in name order, exact duplicates removed."""
+    seen: set[tuple[str, str, str]] = set()
+    found: list[tuple[PluginInfo, metadata.EntryPoint]] = []
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        dist_name = (dist.name if dist is not None else None) or "<unknown distribution>"
+        version = (dist.version if dist is not None else None) or "?"
+        # One distribution can be visible twice (an editable install next to a stale
+        # egg-info, or the same site dir on sys.path twice). The same name pointing at
+        # the same target from the same distribution is one plugin, not a clash; the
+        # first copy is the one Python would import, so it wins.
+        key = (ep.name, ep.value, _normalize(dist_name))
+        if key in seen:
+            continue
+        seen.add(key)
+        found.append((PluginInfo(ep.name, ep.value, dist_name, version), ep))
+    found.sort(key=lambda pair: (pair[0].name, _normalize(pair[0].distribution)))
+    return found
+
+
+def list_plugins() -> list[PluginInfo]:
+    """All registered plugins, sorted by name. Reads metadata only; imports no plugin.
+
+    A name registered by two distributions appears twice here (so a listing can show
+    both); loading it is refused until one is uninstalled.
+    """
+    return [info for info, _ in _entries()]
+
+
+def _installed_names(entries: list[tuple[PluginInfo, metadata.EntryPoint]]) -> list[str]:
+    return sorted({info.name for info, _ in entries})
+
+
+def _duplicate_message(name: str, infos: list[PluginInfo]) -> str:
+    owners = " and ".join(f"{i.distribution} {i.version} ({i.value})" for i in infos)
+    return (
+        f"plugin name {name!r} is registered by more than one distribution: {owners}. "
+        "gankit will not guess which one you mean; uninstall or rename one of them."
+    )
+
+
+def _load_entry(info: PluginInfo, ep: metadata.EntryPoint) -> GanPlugin:
+    """Import one entry point and check it against the contract; PluginError on any failure."""
+    try:
+        obj = ep.load()
+    except Exception as exc:  # noqa: BLE001 - any failure inside third-party code is the plugin's
+        raise PluginError(f"{info.origin} failed to import: {type(exc).__name__}: {exc}") from None
+    try:
+        plugin = validate_plugin(obj, info.origin)
+    except ValueError as exc:
+        raise PluginError(str(exc)) from None
+    if plugin.name != info.name:
+        # Exported models record plugin.name; it must lead back to this entry point.
+        raise PluginError(
+            f"{info.origin}: the entry point is named {info.name!r} but the plugin calls itself "
+            f"{plugin.name!r}; the two must match"
+        )
+    return plugin
+
+
+def load_plugin(name: str) -> GanPlugin:
+    """Import and validate the plugin registered as ``name``; no other plugin is imported.
+
+    Raises:
+        UsageError: no plugin has that name (the message lists the installed ones).
+        PluginError: the name is registered twice, or the plugin fails to import or
+            breaks the contract (the message names its distribution and version).
+    """
+    entries = _entries()
+    matches = [(info, ep) for info, ep in entries if info.name == name]
+    if not matches:
+        installed = _installed_names(entries)
+        if not installed:
+            raise UsageError(
+                f"unknown plugin {name!r}: no gankit plugins are installed "
+                "(the built-ins come with gankit; is it installed properly?)"
+            )
+        close = difflib.get_close_matches(name, installed, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UsageError(
+            f"unknown plugin {name!r}; installed plugins: {', '.join(installed)}.{hint}"
+        )
+    if len(matches) > 1:
+        raise PluginError(_duplicate_message(name, [info for info, _ in matches]))
+    info, ep = matches[0]
+    return _load_entry(info, ep)
+
+
+def survey_plugins() -> list[PluginStatus]:
+    """Load every registered plugin, for listings: each one's info (with its description
+    once loaded) and either the plugin or why it could not be loaded. Never raises for a
+    broken plugin. Imports every plugin, so only `gankit plugins` should call it."""
+    entries = _entries()
+    counts: dict[str, list[PluginInfo]] = {}
+    for info, _ in entries:
+        counts.setdefault(info.name, []).append(info)
+    statuses: list[PluginStatus] = []
+    for info, ep in entries:
+        if len(counts[info.name]) > 1:
+            statuses.append(PluginStatus(info, error=_duplicate_message(info.name, counts[info.name])))
+            continue
+        try:
+            plugin = _load_entry(info, ep)
+        except PluginError as exc:
+            statuses.append(PluginStatus(info, error=str(exc)))
+        else:
+            statuses.append(PluginStatus(replace(info, description=plugin.description), plugin=plugin))
+    return statuses
+
+
+def broken_plugins() -> list[tuple[PluginInfo, str]]:
+    """Registered plugins that cannot be used, each with the reason (naming its distribution)."""
+    return [(s.info, s.error) for s in survey_plugins() if s.error is not None]
