@@ -1,0 +1,68 @@
+"""Quality checks during training (`gankit train --eval-every K`).
+
+Heavy tier (torch for sampling; the scoring itself is `gankit.eval`, onnxruntime). Every
+evaluation draws the same latent batch (its own seed, so it never disturbs training
+randomness), turns the generator's images into uint8, and scores them with the shipped
+digit classifier. ``score`` picks the best checkpoint: digit accuracy for models that
+take a digit, minus the Fréchet distance for unconditional ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from gankit.config import TrainConfig
+from gankit.plugin_api import GanPlugin
+
+
+def evaluation_inputs(cfg: TrainConfig, label_mode: str, n: int) -> tuple[torch.Tensor, np.ndarray | None]:
+    """The fixed latent batch and the digits asked for (None when the model takes no digit)."""
+    g = torch.Generator().manual_seed(cfg.seed + 104729)
+    if cfg.noise == "uniform":
+        z = torch.rand(n, cfg.z_dim, generator=g) * 2 - 1
+    else:
+        z = torch.randn(n, cfg.z_dim, generator=g)
+    classes = np.array(sorted(cfg.classes))
+    labels = None if label_mode == "none" else classes[np.arange(n) % len(classes)]
+    return z, labels
+
+
+@torch.no_grad()
+def sample_uint8(generator: torch.nn.Module, z: torch.Tensor, labels: np.ndarray | None,
+                 value_range: tuple[float, float], image_size: int, batch: int = 1000) -> np.ndarray:
+    """Generate uint8 [N, 28, 28] images in chunks (resized from 32x32 where the nets work there)."""
+    from gankit.images import to_uint8
+
+    device = next(generator.parameters()).device
+    lab = torch.as_tensor(labels if labels is not None else np.zeros(len(z), np.int64), dtype=torch.long)
+    out = []
+    for i in range(0, len(z), batch):
+        images = generator(z[i:i + batch].to(device), lab[i:i + batch].to(device)).float()
+        if image_size != 28:
+            images = torch.nn.functional.interpolate(images, size=(28, 28), mode="area")
+        out.append(images.cpu().numpy())
+    return to_uint8(np.concatenate(out), value_range)
+
+
+def make_training_evaluator(cfg: TrainConfig, plugin: GanPlugin) -> Callable[[torch.nn.Module, int], dict[str, Any]]:
+    """A function (generator, step) -> flat dict of metric values plus ``score``."""
+    from gankit.eval.metrics import evaluate_images
+    from gankit.training.spec import spec_from_config
+
+    spec = spec_from_config(cfg, plugin)
+    z, labels = evaluation_inputs(cfg, plugin.label_mode, cfg.eval_samples)
+
+    def evaluate(generator: torch.nn.Module, step: int) -> dict[str, Any]:
+        images = sample_uint8(generator, z, labels, spec.value_range, cfg.image_size)
+        report = evaluate_images(images, labels, seed=cfg.seed)
+        values = {name: float(m.value) for name, m in report.metrics.items()}
+        if "digit_accuracy" in values:
+            values["score"] = values["digit_accuracy"]
+        else:
+            values["score"] = -values["frechet_distance"]
+        return values
+
+    return evaluate
