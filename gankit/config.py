@@ -65,6 +65,8 @@ class TrainConfig:
     log_every: int = 50
     eval_every: int = 0
     eval_samples: int = 2000
+    # Stop (with a checkpoint) once this much wall-clock time has passed; 0 = no limit.
+    max_seconds: float = 0.0
     preset: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -78,6 +80,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 bad(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if self.max_seconds < 0:
+            bad(f"--max-seconds must be 0 (no limit) or positive, got {self.max_seconds}")
         if self.eval_every < 0:
             bad(f"--eval-every must be 0 (off) or positive, got {self.eval_every}")
         for name, allowed in (("arch", ARCHS), ("loss", LOSSES), ("optimizer", OPTIMIZERS),

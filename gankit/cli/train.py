@@ -53,6 +53,7 @@ def train(
     log_every: Annotated[Optional[int], typer.Option(help="Log losses every K steps.")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Evaluate quality every K steps and keep the best checkpoint (0 = off).")] = None,
     eval_samples: Annotated[Optional[int], typer.Option(help="Images per evaluation.")] = None,
+    max_seconds: Annotated[Optional[float], typer.Option(help="Stop after this much wall-clock time (0 = no limit).")] = None,
     name: Annotated[Optional[str], typer.Option(help="Run name (folder under --runs-dir).")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
     resume: Annotated[Optional[Path], typer.Option(help="Continue a run exactly from its last checkpoint (a run folder).")] = None,
@@ -76,17 +77,17 @@ def train(
         noise=noise, ema=ema, classes=parse_digits(digits) if digits else None,
         options=parse_options(option) if option else None, seed=seed, device=device, precision=precision,
         sample_every=sample_every, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
-        log_every=log_every, eval_every=eval_every, eval_samples=eval_samples,
+        log_every=log_every, eval_every=eval_every, eval_samples=eval_samples, max_seconds=max_seconds,
     )
     if resume is not None:
         require_torch("train")
         from gankit.training.checkpoint import load_checkpoint
 
         state = load_checkpoint(resume)
-        given = {k for k, v in overrides.items() if v is not None and k not in ("steps", "device")}
+        given = {k for k, v in overrides.items() if v is not None and k not in ("steps", "device", "max_seconds")}
         if given or preset:
             raise UsageError(f"--resume continues the saved config; only --steps and --device may change (got {', '.join(sorted(given)) or '--preset'})")
-        cfg = state.config.with_overrides(steps=steps, device=device).validate()
+        cfg = state.config.with_overrides(steps=steps, device=device, max_seconds=max_seconds).validate()
         if cfg.steps <= state.step:
             raise UsageError(f"the run is already at step {state.step}; pass --steps larger than that to continue")
         run_dir = Path(resume)
@@ -144,6 +145,9 @@ def _run(cfg, plugin_obj, dataset, run_dir: Path, state, quiet: bool) -> None:
 
         def on_checkpoint(self, step, path):
             progress.console.log(f"checkpoint {path}") if not quiet else None
+
+        def on_message(self, text):
+            progress.console.log(text)
 
         def on_eval(self, step, report):
             shown = ", ".join(f"{k}={v:.4g}" for k, v in report.items() if isinstance(v, float))

@@ -308,7 +308,8 @@ class Trainer:
                     self.ema.update(self.G)
                 self.step += 1
                 pending.append(losses)
-                final = self.step == cfg.steps
+                out_of_time = cfg.max_seconds > 0 and time.perf_counter() - start >= cfg.max_seconds
+                final = self.step == cfg.steps or out_of_time
                 if self.step % cfg.log_every == 0 or final or stop.requested:
                     now = time.perf_counter()
                     row = self._log_row(pending, (self.step - s_log) / max(now - t_log, 1e-9), now - start)
@@ -334,6 +335,9 @@ class Trainer:
                     self._check_finite_weights(last_ckpt)
                     last_ckpt = self._save()
                     self.cb.on_checkpoint(self.step, last_ckpt)
+                if out_of_time:
+                    self.cb.on_message(f"time budget of {cfg.max_seconds:g}s reached at step {self.step}")
+                    break
                 if stop.requested and not final:
                     raise Interrupted(
                         f"interrupted at step {self.step}; checkpoint committed at {last_ckpt}. "
