@@ -192,7 +192,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--data", default="/work/shared/data/mnist")
+    ap.add_argument("--data", default="mnist")
     ap.add_argument("--bf16", action="store_true", help="also time gankit with bf16 autocast")
     ap.add_argument("--json", type=Path, help="write the numbers here too")
     args = ap.parse_args()

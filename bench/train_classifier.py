@@ -40,7 +40,7 @@ MIN_TEST_ACCURACY = 0.985
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="/work/shared/data/mnist", help="folder of MNIST IDX files")
+    parser.add_argument("--data", default="mnist", help="folder of MNIST IDX files")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "classifier")
     parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)

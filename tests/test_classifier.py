@@ -21,7 +21,7 @@ from gankit.eval.classifier import (
     load_classifier,
 )
 
-MNIST = Path("/work/shared/data/mnist")
+from conftest import MNIST  # noqa: E402
 needs_mnist = pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").exists(), reason="real MNIST not present")
 REPO = Path(__file__).resolve().parent.parent
 

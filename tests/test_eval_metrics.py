@@ -1,6 +1,6 @@
 """gankit.eval metrics: exact maths on synthetic inputs, and real-MNIST behaviour.
 
-Light tier. The real-data tests use /work/shared/data/mnist and the shipped classifier
+Light tier. The real-data tests use ../shared/data/mnist and the shipped classifier
 and reference statistics.
 """
 
@@ -27,12 +27,11 @@ from gankit.eval import (
     load_reference,
     min_samples_for_fd,
     per_digit_accuracy,
-    to_uint8,
 )
 from gankit.eval import metrics as M
 from gankit.eval.reference import ASSETS
 
-MNIST = Path("/work/shared/data/mnist")
+from conftest import MNIST  # noqa: E402
 needs_mnist = pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").exists(), reason="real MNIST not present")
 
 
@@ -144,15 +143,6 @@ def test_per_digit_accuracy_and_coverage_numbers():
     assert cov.entropy_bits == pytest.approx(math.log2(9)) and cov.alarm and cov.starved_digits == [3]
     # A model asked only for sevens that draws only sevens is not collapsed.
     assert not digit_coverage(np.full(300, 7), np.eye(10)[7]).alarm
-
-
-def test_to_uint8():
-    x = np.zeros((1, 28, 28))
-    x[0, 0, :4] = [-1.0, 0.0, 1.0, 2.0]
-    u = to_uint8(x, (-1, 1))
-    assert u.dtype == np.uint8 and list(u[0, 0, :4]) == [0, 128, 255, 255]
-    with pytest.raises(UsageError, match="NaN"):
-        to_uint8(np.full((1, 28, 28), np.nan))
 
 
 # ------------------------------------------------------------------ real MNIST

@@ -23,7 +23,6 @@ from gankit.eval.metrics import (
     kernel_inception_distance,
     min_samples_for_fd,
     per_digit_accuracy,
-    to_uint8,
 )
 from gankit.eval.reference import load_reference
 
@@ -45,5 +44,4 @@ __all__ = [
     "load_reference",
     "min_samples_for_fd",
     "per_digit_accuracy",
-    "to_uint8",
 ]

@@ -7,7 +7,7 @@ reports is only comparable with another if both came from the very same classifi
 About the shipped classifier (rebuilt by ``bench/train_classifier.py``; the net and its
 training live in `gankit.training.classifier`):
 
-* data: the 10,000-image MNIST training subset in ``/work/shared/data/mnist``
+* data: the 10,000-image MNIST training subset in ``../shared/data/mnist`` (beside the repo)
   (``train-*``), nothing else; the official 10k test split was never used in training;
 * training: 24 epochs of AdamW with a one-cycle learning rate (peak 3e-3), batch 128,
   label smoothing 0.05, a fresh random affine warp of every image (rotation ±12°,

@@ -70,23 +70,11 @@ def as_uint8_images(images: np.ndarray) -> np.ndarray:
     if images.dtype != np.uint8:
         raise UsageError(
             f"images must be uint8 pixels 0..255, got {images.dtype}; convert generator output "
-            "with gankit.eval.metrics.to_uint8(images, value_range)"
+            "with gankit.images.to_uint8(images, value_range)"
         )
     if len(images) == 0:
         raise UsageError("no images to evaluate")
     return images
-
-
-def to_uint8(images: np.ndarray, value_range: Sequence[float] = (-1.0, 1.0)) -> np.ndarray:
-    """Map float images in ``value_range`` to uint8 [N,28,28] the way MNIST stores pixels."""
-    lo, hi = float(value_range[0]), float(value_range[1])
-    if not hi > lo:
-        raise UsageError(f"value_range must be [low, high] with low < high, got {list(value_range)}")
-    x = np.asarray(images, dtype=np.float64)
-    if not np.isfinite(x).all():
-        raise UsageError("images contain NaN or infinite pixels")
-    x = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
-    return as_uint8_images(np.rint(x * 255.0).astype(np.uint8))
 
 
 def _labels(labels: np.ndarray, n: int, what: str) -> np.ndarray:
