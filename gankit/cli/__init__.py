@@ -37,8 +37,10 @@ for _module in (_train, _export, _generate, _evaluate, _info, _plugins):
 def report_error(err: GankitError) -> None:
     """Print a GankitError the way every command does: red 'error:' and the message."""
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {err}")
+    # escape: messages hold text like "gankit[train]" that rich would take for markup.
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(err))}")
 
 
 def main() -> None:

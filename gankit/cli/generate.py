@@ -1,9 +1,188 @@
-"""`gankit generate`: placeholder until its issue lands. Light tier."""
+"""`gankit generate`: draw digits with an exported model and save them as PNG or .npy.
+
+Light tier: onnxruntime, numpy and Pillow; never torch. Everything past typer is imported
+inside the command, and the summary is printed with ``typer.echo`` rather than rich,
+because this command's cold start is part of the product (see bench/bench_generate.py).
+
+For the same reason `fast_main` can run a plain ``gankit generate ...`` command line
+without Typer's parser: Typer converts every value (even the root group's unused
+``--help`` flag) through a pydantic ``TypeAdapter``, and importing pydantic costs about
+a quarter of a cold start. `gankit.cli.main` calls `fast_main` first. Option names come
+from the command's own click parameters, so the two parsers cannot drift apart; a
+command line the fast parser is not sure about (``--help``, an unknown option, a value
+that is not a plain integer, ...) goes to Typer unchanged, so its messages and exit
+codes stay Typer's.
+"""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
 import typer
+
+from gankit.errors import UsageError
+
+GRID_COLUMNS_UNCONDITIONAL = 8
+# A row of 256 digits is already 7,682 pixels wide; past that a grid is no longer a picture.
+MAX_GRID_COLUMNS = 256
+
+
+def _parse_digits(raw: list[str]) -> list[int]:
+    digits = []
+    for text in raw:
+        try:
+            value = int(text.strip(), 10)
+        except ValueError:
+            raise UsageError(f"--digit takes a whole number from 0 to 9, got {text!r}") from None
+        if not 0 <= value <= 9:
+            raise UsageError(f"--digit takes a whole number from 0 to 9, got {value}")
+        digits.append(value)
+    return digits
+
+
+def _output_kind(output: Path) -> str:
+    suffix = output.suffix.lower()
+    if suffix == ".png":
+        return "grid"
+    if suffix == ".npy":
+        return "npy"
+    if suffix == "" or output.is_dir():
+        return "folder"
+    raise UsageError(f"--output {output}: use a .png file (a grid), a .npy file, or a folder name")
+
+
+def generate(
+    digit: Annotated[Optional[list[str]], typer.Option(
+        "--digit", "-d", help="Digit to draw, 0-9 (repeat for several: one grid row each).")] = None,
+    all_digits: Annotated[bool, typer.Option("--all", help="Draw every digit the model knows.")] = False,
+    count: Annotated[int, typer.Option("--count", "-n", help="Images per digit.")] = 8,
+    seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same pixels.")] = 0,
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="A .png grid (one row per digit), a .npy file (uint8 N x 28 x 28), "
+        "or a folder of PNGs.")] = Path("digits.png"),
+    model: Annotated[Optional[Path], typer.Option(
+        "--model", "-m", help="An exported .onnx model (default: the shipped conditional model).")] = None,
+    scale: Annotated[int, typer.Option(help="Enlarge the .png grid this many times.")] = 1,
+) -> None:
+    """Generate digits with an exported ONNX model (no PyTorch needed)."""
+    digits = _parse_digits(digit or [])
+    if digit and all_digits:
+        raise UsageError("use either --digit or --all, not both")
+    if count < 1:
+        raise UsageError(f"--count must be at least 1, got {count}")
+    if not 1 <= scale <= 32:
+        raise UsageError(f"--scale must be between 1 and 32, got {scale}")
+    kind = _output_kind(output)
+    if kind == "grid" and count > MAX_GRID_COLUMNS:
+        raise UsageError(f"a .png grid holds at most {MAX_GRID_COLUMNS} images per digit (one row each); "
+                         f"write {count} to a .npy file or a folder instead")
+
+    from gankit.runtime import load_generator
+
+    gen = load_generator(model)
+    if not digits and gen.conditional:
+        digits = list(gen.card.classes)  # no digit asked for: one row of each class
+    elif all_digits and not gen.conditional:
+        raise UsageError(f"{gen.path.name} is an unconditional model: it cannot draw chosen digits, drop --all")
+
+    labels = gen.labels_for(digits or None, count)  # checks every digit before any work
+    images = gen.generate(digits or None, n=count, seed=seed)
+
+    from gankit import images as img
+
+    if kind == "grid":
+        if digits:
+            img.save_grid(images, output, nrow=count, scale=scale, row_labels=[str(d) for d in digits])
+        else:
+            img.save_grid(images, output, nrow=min(count, GRID_COLUMNS_UNCONDITIONAL), scale=scale)
+    elif kind == "npy":
+        img.save_npy(images, output)
+    else:
+        img.save_png_folder(images, output, labels=labels if digits else None)
+    what = f"digit {', '.join(map(str, digits))}" if digits else "unconditional samples"
+    typer.echo(f"wrote {len(images)} images ({what}, seed {seed}) to {output}")
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _as_int(text: str) -> int | None:
+    return int(text) if _INTEGER.fullmatch(text) else None
+
+
+def _as_path(text: str) -> Path | None:
+    return Path(text) if text else None
+
+
+# How the fast parser converts each option's value; a converter returning None sends the
+# whole command line to Typer. Every option of `generate` must be here (a test checks).
+FAST_CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "digit": lambda text: text,
+    "count": _as_int,
+    "seed": _as_int,
+    "scale": _as_int,
+    "output": _as_path,
+    "model": _as_path,
+}
+
+
+def fast_parse(params: list, args: list[str]) -> dict[str, Any] | None:
+    """Parse ``args`` against click ``params`` if they are plain; None means 'let Typer parse'."""
+    by_opt = {opt: p for p in params for opt in p.opts if p.name != "help"}
+    values: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        param = by_opt.get(name)
+        if param is None:  # --help, a typo, a positional, '--': Typer says what is wrong
+            return None
+        if param.is_flag:
+            if eq:
+                return None
+            values[param.name] = True
+            i += 1
+            continue
+        if eq:
+            raw = inline
+        elif i + 1 < len(args):
+            raw = args[i + 1]
+            i += 1
+        else:
+            return None
+        i += 1
+        convert = FAST_CONVERTERS.get(param.name)
+        value = convert(raw) if convert else None
+        if value is None:
+            return None
+        if param.multiple:
+            values.setdefault(param.name, []).append(value)
+        else:
+            values[param.name] = value
+    return values
+
+
+def _command():
+    """The click command Typer builds for `generate` (building it does not import pydantic)."""
+    single = typer.Typer(add_completion=False)
+    register(single)
+    return typer.main.get_command(single)
+
+
+def fast_main(argv: list[str]) -> bool:
+    """Run ``generate`` if ``argv`` is a plain generate command line; False: let Typer handle it."""
+    if not argv or argv[0] != "generate":
+        return False
+    params = [p for p in _command().params if p.name != "help"]
+    values = fast_parse(params, argv[1:])
+    if values is None:
+        return False
+    generate(**{p.name: values.get(p.name, p.default) for p in params})
+    return True
 
 
 def register(app: typer.Typer) -> None:
-    """Nothing registered yet."""
+    """Add `gankit generate` to the root app."""
+    app.command("generate")(generate)

@@ -44,7 +44,7 @@ from torch import nn
 
 from gankit.contract import (CONTRACT_VERSION, IMAGE_SIZE, INPUT_LABEL, INPUT_Z, OUTPUT_IMAGE,
                              ModelCard)
-from gankit.errors import ModelFileError
+from gankit.errors import MissingDependencyError, ModelFileError
 
 __all__ = ["ParityReport", "export_generator", "export_from_checkpoint", "card_for",
            "weights_sha256", "default_export_path"]
@@ -116,6 +116,15 @@ def weights_sha256(model: Any) -> str:
     return h.hexdigest()
 
 
+def _require_export_tools() -> None:
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingDependencyError(f"exporting needs {', '.join(missing)}, which is not installed. "
+                                     "Install the training tier with: pip install 'gankit[train]'")
+
+
 def _sample(card: ModelCard, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     if card.noise == "uniform":
         z = torch.rand(n, card.z_dim, generator=gen) * 2 - 1
@@ -132,7 +141,8 @@ def _native_size(module: nn.Module, card: ModelCard) -> int:
         with torch.no_grad():
             out = module(z, labels)
     except Exception as exc:  # a plugin's forward can fail any way; report it, not a traceback
-        raise ModelFileError(f"cannot export: the generator failed on a test batch ({type(exc).__name__}: {exc})") from None
+        raise ModelFileError(f"cannot export: the generator failed on a test batch "
+                             f"({type(exc).__name__}: {exc})") from None
     if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[:2] != (2, 1) \
             or out.shape[2] != out.shape[3] or out.shape[2] not in (28, 32):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -222,6 +232,7 @@ def export_generator(module: nn.Module, card: ModelCard, out_path: str | os.Path
     exported initializers (and an empty ``created`` by the current UTC time). Raises
     `ModelFileError` (leaving no file) when export fails or parity exceeds ``tolerance``.
     """
+    _require_export_tools()
     import onnx
 
     started = time.perf_counter()
@@ -273,7 +284,10 @@ def export_generator(module: nn.Module, card: ModelCard, out_path: str | os.Path
                 raise ModelFileError(f"export rejected: onnxruntime differs from torch by more than "
                                      f"{tolerance:g} ({worst}); no file written")
             size = tmp.stat().st_size
-            os.replace(tmp, out_path)
+            try:
+                os.replace(tmp, out_path)
+            except OSError as exc:
+                raise ModelFileError(f"cannot write {out_path}: {exc.strerror or exc}") from None
         finally:
             tmp.unlink(missing_ok=True)
     finally:

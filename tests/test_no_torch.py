@@ -1,0 +1,134 @@
+"""The light tier in a real torch-free virtualenv: `gankit generate` works there, `gankit train` says what to install.
+
+The venv holds only the base dependencies from pyproject.toml (installed from PyPI, no
+torch) and is cached under a path keyed by pyproject's hash, so only the first run pays
+for it. The project itself is installed editable (no deps) into it on every test session,
+so the venv always runs this checkout's code. `ensure_light_venv` is also used by
+bench/bench_generate.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gankit.images import grid_shape
+from gankit.runtime import load_generator
+from test_export import exported_models
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("GANKIT_TEST_CACHE", Path.home() / ".cache" / "gankit-tests"))
+
+_installed: dict[str, Path] = {}
+
+
+def _pip(venv: Path, *args: str) -> None:
+    proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q", *args],
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pip {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+
+
+def ensure_light_venv(repo: Path = REPO) -> Path:
+    """A venv with gankit's base dependencies only (cached) and this checkout installed editable."""
+    if str(repo) in _installed:
+        return _installed[str(repo)]
+    pyproject = (repo / "pyproject.toml").read_bytes()
+    deps = tomllib.loads(pyproject.decode())["project"]["dependencies"]
+    key = hashlib.sha256(pyproject + sys.version.encode()).hexdigest()[:16]
+    venv = CACHE / f"light-venv-{key}"
+    if not (venv / ".ready").is_file():
+        shutil.rmtree(venv, ignore_errors=True)
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+        # setuptools only so the editable install below can build without isolation.
+        _pip(venv, "install", *deps, "setuptools>=68")
+        (venv / ".ready").write_text("\n".join(deps))
+    _pip(venv, "install", "--no-deps", "--no-build-isolation", "-e", str(repo))
+    _installed[str(repo)] = venv
+    return venv
+
+
+def imported_modules(stderr: str) -> set[str]:
+    """Module names from PYTHONPROFILEIMPORTTIME output ('import time: self | cumulative | name')."""
+    return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
+@pytest.fixture(scope="module")
+def light_venv() -> Path:
+    venv = ensure_light_venv()
+    probe = subprocess.run([str(venv / "bin" / "python"), "-c",
+                            "import importlib.util as u; print(u.find_spec('torch') is None)"],
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "True", "torch must not be installed in the light venv"
+    return venv
+
+
+@pytest.mark.slow
+def test_generate_in_a_torch_free_venv(light_venv, tmp_path_factory, tmp_path):
+    model = exported_models(tmp_path_factory.mktemp("models"))["conditional"]
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    proc = subprocess.run([str(light_venv / "bin" / "gankit"), "generate", "--digit", "7", "-o", "x.png",
+                           "--model", str(model)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    modules = imported_modules(proc.stderr)
+    assert "onnxruntime" in modules and "gankit.runtime" in modules  # the probe works
+    assert not {m for m in modules if m.split(".")[0] in ("torch", "onnx", "onnxscript")}
+
+    image = Image.open(tmp_path / "x.png")
+    assert image.format == "PNG" and image.mode == "L"
+    height, width = grid_shape(8, 28, 28, 8)  # default --count 8, one row for digit 7
+    assert image.height == height and image.width > width  # the row label sits left of the grid
+    grid = np.asarray(image)[:, image.width - width:]
+    first = grid[2:30, 2:30]
+    assert np.array_equal(first, load_generator(model).generate(7, n=8, seed=0)[0])
+
+
+@pytest.mark.slow
+def test_shipped_model_travels_in_the_wheel(light_venv, tmp_path_factory, tmp_path):
+    """A model at gankit/assets/conditional.onnx is package data: it is in the wheel and is the default."""
+    model = exported_models(tmp_path_factory.mktemp("models"))["conditional"]
+    src = tmp_path / "src"
+    src.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in ("gankit", "plugins"):
+        shutil.copytree(REPO / name, src / name, ignore=ignore)
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (REPO / name).is_file():
+            shutil.copy(REPO / name, src / name)
+    (src / "gankit" / "assets").mkdir(exist_ok=True)
+    shutil.copy(model, src / "gankit" / "assets" / "conditional.onnx")
+    _pip(light_venv, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src))
+    (wheel,) = (tmp_path / "dist").glob("gankit-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        assert "gankit/assets/conditional.onnx" in zf.namelist()
+        zf.extractall(tmp_path / "site")
+    # The unpacked wheel comes first on sys.path, ahead of the venv's editable install.
+    probe = ("import gankit; g = gankit.load(); print(gankit.__file__); print(g.path); "
+             "print(g.generate(7, n=2).shape)")
+    proc = subprocess.run([str(light_venv / "bin" / "python"), "-c", probe], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(tmp_path / "site")}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    pkg_file, model_path, shape = proc.stdout.split("\n")[:3]
+    assert Path(pkg_file).parent == tmp_path / "site" / "gankit"
+    assert Path(model_path) == tmp_path / "site" / "gankit" / "assets" / "conditional.onnx"
+    assert shape == "(2, 28, 28)"
+
+
+@pytest.mark.slow
+def test_train_without_torch_says_how_to_install_it(light_venv, tmp_path):
+    proc = subprocess.run([str(light_venv / "bin" / "gankit"), "train", "--data", "synthetic", "--steps", "1"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "pip install 'gankit[train]'" in proc.stderr and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no run folder
