@@ -19,8 +19,7 @@ runtime's `SessionOptions` were chosen).
 
 What it showed on the 2-core project machine (shared with other work, so wall times
 moved a lot between runs; CPU times are steadier): cold start ~0.30 s wall vs ~1.3 s
-for torch (4.4x), ~0.26 s once `gankit.cli.main` calls `generate.fast_main` (pydantic,
-imported by Typer to convert option values, is then never loaded). Throughput at batch
+for torch (4.4x). Throughput at batch
 1024 is the same as torch eager at the same thread count (~0.95-1.0x; ~1.9x torch on
 one thread): both spend the time in fp32 GEMMs (onnxruntime's MLAS vs torch's MKL), which
 no session option changes; on an idle 16-core Xeon pinned to 2 cores MKL was faster
@@ -31,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import inspect
 import os
 import resource
 import statistics
@@ -43,10 +41,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-
-# gankit.cli.main with the generate fast path in front of Typer.
-FAST_ENTRY = ("import sys\nfrom gankit.cli import app\nfrom gankit.cli.generate import fast_main\n"
-              "fast_main(sys.argv[1:]) or app()\n")
 
 TORCH_SCRIPT = textwrap.dedent("""
     import sys
@@ -166,7 +160,7 @@ def main() -> None:
     from gankit.runtime import load_generator
 
     spec = importlib.util.spec_from_file_location("test_no_torch", REPO / "tests" / "test_no_torch.py")
-    sys.path.insert(0, str(REPO / "tests"))  # test_no_torch imports its sibling test modules
+    sys.path.insert(0, str(REPO / "tests"))  # test_no_torch imports tests/helpers_models.py
     light = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(light)
 
@@ -178,26 +172,15 @@ def main() -> None:
 
         ours_cmd = [str(venv / "bin" / "gankit"), "generate", "--digit", "7", "-n", "64", "-o", "x.png",
                     "--model", str(folder / "bench.onnx")]
-        import gankit.cli
-
         cmds = {"ours": ours_cmd,
                 "torch": [sys.executable, str(folder / "torch_generate.py"), str(folder / "bench.safetensors"),
                           "t.png"]}
-        if "fast_main" not in inspect.getsource(gankit.cli.main):
-            # What `gankit generate` costs once gankit.cli.main tries the fast parser first.
-            cmds["fast"] = [str(venv / "bin" / "python"), "-c", FAST_ENTRY, *ours_cmd[1:]]
         times = cold(cmds, folder, args.runs)
         (ours, ours_cpu), (theirs, theirs_cpu) = times["ours"], times["torch"]
         rows.append(("cold start, 64 sevens -> PNG (s wall, median)", statistics.median(ours),
                      statistics.median(theirs), "lower"))
         rows.append(("cold start, 64 sevens -> PNG (s CPU, median)", statistics.median(ours_cpu),
                      statistics.median(theirs_cpu), "lower"))
-        if "fast" in times:
-            fast, fast_cpu = times["fast"]
-            rows.append(("  same, via generate.fast_main (s wall, median)", statistics.median(fast),
-                         statistics.median(theirs), "lower"))
-            rows.append(("  same, via generate.fast_main (s CPU, median)", statistics.median(fast_cpu),
-                         statistics.median(theirs_cpu), "lower"))
 
         gen = load_generator(folder / "bench.onnx")
         rng = np.random.default_rng(0)

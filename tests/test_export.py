@@ -1,7 +1,7 @@
 """Export to ONNX (heavy tier): parity gate, contract, metadata, no leftovers; grouped per-class nets.
 
-Also holds `exported_models`, the small real models (exported with the real exporter)
-that the runtime, CLI and torch-free tests share.
+The small real models the runtime, CLI and torch-free tests share (`exported_models`)
+live in helpers_models.py.
 """
 
 from __future__ import annotations
@@ -18,81 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import run_cli
-from gankit.contract import CONTRACT_VERSION, ModelCard
+from gankit.contract import ModelCard
 from gankit.errors import ModelFileError
 from gankit.training.export import (card_for, default_export_path, export_from_checkpoint, export_generator,
                                     weights_sha256)
 from gankit.training.grouped import GroupedMLP
-
-Z = 8
-
-
-def make_card(**changes) -> ModelCard:
-    card = ModelCard(gankit_version="0.1.0", contract_version=CONTRACT_VERSION, plugin="test",
-                     label_mode="conditional", arch="mlp", z_dim=Z, noise="normal", classes=tuple(range(10)),
-                     image_size=28, value_range=(-1.0, 1.0), training_steps=3, dataset="synthetic",
-                     created="", weights_sha256="")
-    return dataclasses.replace(card, **changes)
-
-
-class TinyConditional(nn.Module):
-    """A (z, labels) MLP generator: the label enters through an embedding."""
-
-    def __init__(self, z_dim: int = Z, size: int = 28):
-        super().__init__()
-        self.size = size
-        self.embed = nn.Embedding(10, 4)
-        self.net = nn.Sequential(nn.Linear(z_dim + 4, 32), nn.LeakyReLU(0.2), nn.Linear(32, size * size), nn.Tanh())
-
-    def forward(self, z, labels):
-        return self.net(torch.cat([z, self.embed(labels)], 1)).view(-1, 1, self.size, self.size)
-
-
-class TinyUnconditional(nn.Module):
-    """Ignores labels; sigmoid output in [0, 1]."""
-
-    def __init__(self, z_dim: int = Z):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(z_dim, 32), nn.ReLU(), nn.Linear(32, 784), nn.Sigmoid())
-
-    def forward(self, z, labels):
-        return self.net(z).view(-1, 1, 28, 28)
-
-
-def tiny_grouped(classes=(3, 7), seed: int = 0) -> GroupedMLP:
-    return GroupedMLP.from_sizes([Z, 24, 784], ["leaky_relu", "tanh"], classes=classes, out_shape=(1, 28, 28),
-                                 generator=torch.Generator().manual_seed(seed)).eval()
-
-
-_MODELS: dict[str, Path] = {}
-_MODULES: dict[str, nn.Module] = {}
-
-
-def exported_models(folder: Path) -> dict[str, Path]:
-    """Export the shared test models once per test session (into the first folder given).
-
-    ``conditional`` (normal noise, classes 0-9), ``per_class`` (a GroupedMLP for digits 3
-    and 7) and ``unconditional`` (uniform noise, sigmoid output in [0, 1]), all Z=8.
-    """
-    if not _MODELS:
-        torch.manual_seed(0)
-        folder.mkdir(parents=True, exist_ok=True)
-        specs = {
-            "conditional": (TinyConditional(), make_card()),
-            "per_class": (tiny_grouped(), make_card(label_mode="per-class", classes=(3, 7), plugin="per-digit")),
-            "unconditional": (TinyUnconditional(), make_card(label_mode="none", noise="uniform", plugin="unconditional",
-                                                             value_range=(0.0, 1.0))),
-        }
-        for name, (module, card) in specs.items():
-            export_generator(module.eval(), card, folder / f"{name}.onnx")
-            _MODELS[name] = folder / f"{name}.onnx"
-            _MODULES[name] = module
-    return dict(_MODELS)
-
-
-def exported_module(name: str) -> nn.Module:
-    """The torch module behind ``exported_models()[name]``."""
-    return _MODULES[name]
+from helpers_models import Z, TinyConditional, exported_models, exported_module, make_card
 
 
 @pytest.fixture(scope="module")

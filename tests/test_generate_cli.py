@@ -13,8 +13,7 @@ from PIL import Image
 from conftest import run_cli
 from gankit.images import grid_shape
 from gankit.runtime import load_generator
-from test_export import exported_models
-from test_runtime import make_bad_models
+from helpers_models import exported_models, make_bad_models
 
 
 @pytest.fixture(scope="module")
@@ -187,55 +186,3 @@ def test_info_on_bad_models_exits_1(bad_models):
         proc = run_cli("info", bad_models[name][0], "--json")
         assert proc.returncode == 1 and proc.stdout == "" and "error: " in proc.stderr, name
 
-
-PLAIN = [
-    [],
-    ["--digit", "7"],
-    ["-d", "3", "--digit", "4", "-n", "5", "--seed", "-9", "-o", "a.npy", "--model", "m.onnx", "--scale", "2"],
-    ["--all", "--count=3", "--output=x/y.png", "-m", "dir/m.onnx"],
-    ["--digit", "-1", "--count", "0"],
-    ["--digit", "seven"],
-]
-UNSURE = [["--help"], ["-n5"], ["--count", "1.5"], ["--bogus"], ["--digit"], ["--all=1"], ["extra"], ["--", "-d"],
-          ["--output", ""], ["--seed", "0x10"]]
-
-
-def test_fast_parser_agrees_with_typer():
-    from gankit.cli.generate import FAST_CONVERTERS, _command, fast_parse
-
-    cmd = _command()
-    params = [p for p in cmd.params if p.name != "help"]
-    assert set(FAST_CONVERTERS) == {p.name for p in params if not p.is_flag}
-
-    def normal(value):
-        if isinstance(value, (list, tuple)):
-            return list(value) or None
-        return value
-
-    for args in PLAIN:
-        typer_params = cmd.make_context("generate", list(args)).params  # Typer's own parser
-        fast = fast_parse(params, list(args))
-        assert fast is not None, args
-        assert {p.name: normal(fast.get(p.name, p.default)) for p in params} == \
-               {k: normal(v) for k, v in typer_params.items()}, args
-    for args in UNSURE:
-        assert fast_parse(params, list(args)) is None, args
-
-
-FAST_PROBE = """
-import json, sys
-from gankit.cli.generate import fast_main
-handled = fast_main(sys.argv[1:])
-print(json.dumps({"handled": handled, "pydantic": any(m.startswith("pydantic") for m in sys.modules)}))
-"""
-
-
-def test_fast_main_runs_plain_command_lines_without_pydantic(models, tmp_path):
-    out = tmp_path / "f.npy"
-    args = ["generate", "--digit", "5", "-n", "3", "--seed", "2", "-o", str(out), "--model", str(models["conditional"])]
-    proc = subprocess.run([sys.executable, "-c", FAST_PROBE, *args], capture_output=True, text=True, timeout=120)
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"handled": True, "pydantic": False}, proc.stderr
-    assert np.array_equal(np.load(out), load_generator(models["conditional"]).generate(5, n=3, seed=2))
-    for other in (["generate", "--help"], ["info", str(models["conditional"])], []):
-        proc = subprocess.run([sys.executable, "-c", FAST_PROBE, *other], capture_output=True, text=True, timeout=120)
-        assert json.loads(proc.stdout.strip().splitlines()[-1])["handled"] is False, other

@@ -24,7 +24,7 @@ from PIL import Image
 
 from gankit.images import grid_shape
 from gankit.runtime import load_generator
-from test_export import exported_models
+from helpers_models import exported_models
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("GANKIT_TEST_CACHE", Path.home() / ".cache" / "gankit-tests"))

@@ -156,6 +156,52 @@ def test_registered_plugin_conforms(name, arch):
     assert report.ok, report.summary()
 
 
+def test_relu_output_generator_conforms_like_the_dl4j_preset():
+    # The DL4J recipe's generator ends in ReLU: unbounded above, clamped to [0, 1] by the
+    # exported graph. check_plugin must compare onnxruntime with the clamped torch output,
+    # not fail the plugin because its raw images go past 1.
+    import dataclasses
+    from dataclasses import fields
+
+    from gankit.presets import get_preset
+    from gankit.training.spec import spec_from_config
+
+    plugin = registry.load_plugin("unconditional")
+    dl4j = spec_from_config(get_preset("dl4j-mlp").config, plugin)
+    assert dl4j.output_activation == "relu" and dl4j.value_range == (0.0, 1.0)
+    overrides = {f.name: getattr(dl4j, f.name) for f in fields(dl4j)
+                 if f.name not in ("arch", "classes", "image_size", "options")}
+    report = check_plugin(plugin, arch=dl4j.arch, classes=dl4j.classes, steps=2, spec_overrides=overrides)
+    assert report.ok, report.summary()
+    assert report.spec.output_activation == "relu" and report.spec.g_hidden == dl4j.g_hidden
+    results = {r.name: r for r in report.results}
+    assert results["onnx export"].status == "pass" and "matches torch within" in results["onnx export"].detail
+
+    # Small fresh nets stay below 1, so also run the same plugin with its last layer
+    # scaled up: raw images well past 1, which only the clamped comparison accepts.
+    def hot_build(spec):
+        nets = plugin.build(spec)
+        last = [m for m in nets.generator.modules() if isinstance(m, torch.nn.Linear)][-1]
+        with torch.no_grad():
+            last.weight.mul_(8.0)
+            last.bias.fill_(0.5)
+        return nets
+
+    hot = dataclasses.replace(plugin, name="unconditional-hot", build=hot_build)
+    report = check_plugin(hot, arch=dl4j.arch, classes=dl4j.classes, steps=2, spec_overrides=overrides)
+    assert report.ok, report.summary()
+    detail = {r.name: r.detail for r in report.results}["generator output"]
+    assert float(detail.rsplit("max ", 1)[1]) > 1.5, detail  # the raw output really goes past the range
+    assert "matches torch within" in {r.name: r.detail for r in report.results}["onnx export"]
+
+    from gankit.errors import UsageError
+
+    with pytest.raises(UsageError, match="spec_overrides cannot set arch"):
+        check_plugin(plugin, spec_overrides={"arch": "dcgan"})
+    with pytest.raises(UsageError, match="NetSpec has no field bogus"):
+        check_plugin(plugin, spec_overrides={"bogus": 1})
+
+
 # ----- the checker catches what it claims to catch -----------------------------------------
 
 def _plugin(**overrides) -> GanPlugin:

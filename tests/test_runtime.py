@@ -1,12 +1,10 @@
 """The light-tier runtime: hostile model files, digit choice, determinism, chunking, numbers.
 
-Models are exported for real (see `test_export.exported_models`); the bad ones are made
+Models are exported for real (see `helpers_models.exported_models`); the bad ones are made
 from a good one with the `onnx` package, each broken in exactly one way.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -18,93 +16,12 @@ from gankit import runtime
 from gankit.errors import ModelFileError, UsageError
 from gankit.images import to_uint8
 from gankit.runtime import OnnxGenerator, load_generator
-from test_export import Z, exported_models, exported_module
+from helpers_models import Z, exported_models, exported_module, externalise, make_bad_models
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     return exported_models(tmp_path_factory.mktemp("models"))
-
-
-def _externalise(model: onnx.ModelProto, location: str, data_file: Path) -> onnx.ModelProto:
-    """Move the largest initializer's bytes to ``data_file``, referenced as ``location``."""
-    tensor = max(model.graph.initializer, key=lambda t: len(t.raw_data))
-    data_file.parent.mkdir(parents=True, exist_ok=True)
-    data_file.write_bytes(tensor.raw_data)
-    onnx.external_data_helper.set_external_data(tensor, location=location)
-    tensor.ClearField("raw_data")
-    tensor.data_location = onnx.TensorProto.EXTERNAL
-    return model
-
-
-def make_bad_models(folder: Path, good: Path) -> dict[str, tuple[Path, str]]:
-    """name -> (model path, regex the ModelFileError message must match)."""
-    models = folder / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    raw = good.read_bytes()
-    out: dict[str, tuple[Path, str]] = {}
-
-    def save(name: str, model: onnx.ModelProto, pattern: str) -> None:
-        path = models / f"{name}.onnx"
-        path.write_bytes(model.SerializeToString())
-        out[name] = (path, pattern)
-
-    def fresh() -> onnx.ModelProto:
-        return onnx.load_from_string(raw)
-
-    out["missing"] = (models / "missing.onnx", "no such model file")
-    (models / "text.onnx").write_text("this is not a model\n" * 20)
-    out["text"] = (models / "text.onnx", "not a valid ONNX file|cannot load it as an ONNX model")
-    (models / "truncated.onnx").write_bytes(raw[: len(raw) * 3 // 5])
-    out["truncated"] = (models / "truncated.onnx", r"not a valid ONNX file \(corrupt or truncated")
-    (models / "empty.onnx").write_bytes(b"")
-    out["empty"] = (models / "empty.onnx", "the file is empty")
-    out["directory"] = (models, "not a file")
-
-    model = fresh()
-    del model.metadata_props[:]
-    save("no_metadata", model, r"not a gankit model \(missing gankit metadata: gankit.version")
-
-    model = fresh()
-    for prop in model.metadata_props:
-        if prop.key == "gankit.classes":
-            prop.value = "three and seven"
-    save("bad_metadata", model, r"not a gankit model \(malformed gankit metadata")
-
-    model = fresh()
-    model.graph.input[0].name = "noise"
-    for node in model.graph.node:
-        for i, name in enumerate(node.input):
-            if name == "z":
-                node.input[i] = "noise"
-    save("wrong_inputs", model, r"does not match the gankit ONNX contract: inputs are \['label', 'noise'\]")
-
-    model = fresh()
-    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 7
-    save("fixed_batch", model, r"input z is tensor\(float\) \[7, 8\], expected .* with a dynamic N")
-
-    model = fresh()
-    for prop in model.metadata_props:
-        if prop.key == "gankit.z_dim":
-            prop.value = str(Z + 1)
-    save("wrong_z_dim", model, r"expected tensor\(float\) \[N, 9\] \(z_dim from its metadata\)")
-
-    outside = folder / "outside" / "w.bin"
-    save("external_outside", _externalise(fresh(), "../outside/w.bin", outside),
-         r"refusing external data at '\.\./outside/w\.bin': it lies outside the model's folder")
-    save("external_absolute", _externalise(fresh(), str(outside), outside),
-         "refusing external data at '/.*outside/w.bin'")
-    (models / "link.bin").symlink_to(outside)
-    save("external_symlink", _externalise(fresh(), "link.bin", outside),
-         "refusing external data at 'link.bin'")
-    save("external_missing", _externalise(fresh(), "gone.bin", folder / "scratch" / "gone.bin"),
-         "external data file 'gone.bin' is missing")
-
-    big = models / "big.onnx"
-    with open(big, "wb") as f:
-        f.truncate(runtime.MAX_MODEL_BYTES + 1)  # sparse: costs no disk
-    out["too_big"] = (big, "larger than 256 MiB")
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +55,7 @@ def test_external_data_outside_is_refused_before_onnxruntime_opens_it(bad_models
 
 
 def test_external_data_inside_the_folder_is_fine(models, tmp_path):
-    model = _externalise(onnx.load(str(models["conditional"])), "weights.bin", tmp_path / "weights.bin")
+    model = externalise(onnx.load(str(models["conditional"])), "weights.bin", tmp_path / "weights.bin")
     (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
     ext = load_generator(tmp_path / "m.onnx")
     assert np.array_equal(ext.generate(4, n=5, seed=1), load_generator(models["conditional"]).generate(4, n=5, seed=1))

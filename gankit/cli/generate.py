@@ -3,22 +3,12 @@
 Light tier: onnxruntime, numpy and Pillow; never torch. Everything past typer is imported
 inside the command, and the summary is printed with ``typer.echo`` rather than rich,
 because this command's cold start is part of the product (see bench/bench_generate.py).
-
-For the same reason `fast_main` can run a plain ``gankit generate ...`` command line
-without Typer's parser: Typer converts every value (even the root group's unused
-``--help`` flag) through a pydantic ``TypeAdapter``, and importing pydantic costs about
-a quarter of a cold start. `gankit.cli.main` calls `fast_main` first. Option names come
-from the command's own click parameters, so the two parsers cannot drift apart; a
-command line the fast parser is not sure about (``--help``, an unknown option, a value
-that is not a plain integer, ...) goes to Typer unchanged, so its messages and exit
-codes stay Typer's.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -103,84 +93,6 @@ def generate(
         img.save_png_folder(images, output, labels=labels if digits else None)
     what = f"digit {', '.join(map(str, digits))}" if digits else "unconditional samples"
     typer.echo(f"wrote {len(images)} images ({what}, seed {seed}) to {output}")
-
-
-_INTEGER = re.compile(r"[+-]?[0-9]+")
-
-
-def _as_int(text: str) -> int | None:
-    return int(text) if _INTEGER.fullmatch(text) else None
-
-
-def _as_path(text: str) -> Path | None:
-    return Path(text) if text else None
-
-
-# How the fast parser converts each option's value; a converter returning None sends the
-# whole command line to Typer. Every option of `generate` must be here (a test checks).
-FAST_CONVERTERS: dict[str, Callable[[str], Any]] = {
-    "digit": lambda text: text,
-    "count": _as_int,
-    "seed": _as_int,
-    "scale": _as_int,
-    "output": _as_path,
-    "model": _as_path,
-}
-
-
-def fast_parse(params: list, args: list[str]) -> dict[str, Any] | None:
-    """Parse ``args`` against click ``params`` if they are plain; None means 'let Typer parse'."""
-    by_opt = {opt: p for p in params for opt in p.opts if p.name != "help"}
-    values: dict[str, Any] = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        name, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
-        param = by_opt.get(name)
-        if param is None:  # --help, a typo, a positional, '--': Typer says what is wrong
-            return None
-        if param.is_flag:
-            if eq:
-                return None
-            values[param.name] = True
-            i += 1
-            continue
-        if eq:
-            raw = inline
-        elif i + 1 < len(args):
-            raw = args[i + 1]
-            i += 1
-        else:
-            return None
-        i += 1
-        convert = FAST_CONVERTERS.get(param.name)
-        value = convert(raw) if convert else None
-        if value is None:
-            return None
-        if param.multiple:
-            values.setdefault(param.name, []).append(value)
-        else:
-            values[param.name] = value
-    return values
-
-
-def _command():
-    """The click command Typer builds for `generate` (building it does not import pydantic)."""
-    single = typer.Typer(add_completion=False)
-    register(single)
-    return typer.main.get_command(single)
-
-
-def fast_main(argv: list[str]) -> bool:
-    """Run ``generate`` if ``argv`` is a plain generate command line; False: let Typer handle it."""
-    if not argv or argv[0] != "generate":
-        return False
-    params = [p for p in _command().params if p.name != "help"]
-    values = fast_parse(params, argv[1:])
-    if values is None:
-        return False
-    generate(**{p.name: values.get(p.name, p.default) for p in params})
-    return True
 
 
 def register(app: typer.Typer) -> None:
