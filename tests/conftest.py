@@ -27,8 +27,13 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
     return proc
 
 
-@pytest.fixture(scope="session")
-def mnist_dir() -> Path:
+def shared_mnist() -> Path:
+    """The real MNIST folder beside the repo (../shared/data/mnist); skip where it is absent."""
     if not (MNIST / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"real MNIST files not found at {MNIST}")
     return MNIST
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    return shared_mnist()

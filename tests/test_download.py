@@ -28,18 +28,12 @@ from gankit.data.download import (
 from gankit.data.idx import write_idx
 from gankit.data.sources import DEBIAN_FASHION_MNIST, load_folder
 from gankit.errors import DataError
+from conftest import shared_mnist
 
 NAMES = ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
 HTML = b"<!DOCTYPE html>\n<html><body><h1>Sign in to the hotel Wi-Fi</h1></body></html>\n"
 
 
-def shared_mnist() -> Path:
-    here = Path(__file__).resolve().parent
-    for parent in (here, *here.parents):
-        folder = parent / "shared" / "data" / "mnist"
-        if (folder / "t10k-images-idx3-ubyte.gz").is_file():
-            return folder
-    pytest.skip("shared/data/mnist not found")
 
 
 class Handler(BaseHTTPRequestHandler):

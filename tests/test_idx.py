@@ -13,15 +13,9 @@ import pytest
 
 from gankit.data.idx import MAX_PAYLOAD_BYTES, read_idx, write_idx
 from gankit.errors import DataError, GankitError
+from conftest import shared_mnist
 
 
-def shared_mnist() -> Path:
-    here = Path(__file__).resolve().parent
-    for parent in (here, *here.parents):
-        folder = parent / "shared" / "data" / "mnist"
-        if (folder / "t10k-images-idx3-ubyte.gz").is_file():
-            return folder
-    pytest.skip("shared/data/mnist not found")
 
 
 def raise_data_error(path: Path, *fragments: str) -> DataError:

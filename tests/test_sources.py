@@ -12,15 +12,9 @@ from gankit.data import Dataset, default_dataset, load_dataset
 from gankit.data.idx import write_idx
 from gankit.data.sources import DEBIAN_FASHION_MNIST, candidate_folders
 from gankit.errors import DataError, UsageError
+from conftest import shared_mnist
 
 
-def shared_mnist() -> Path:
-    here = Path(__file__).resolve().parent
-    for parent in (here, *here.parents):
-        folder = parent / "shared" / "data" / "mnist"
-        if (folder / "t10k-images-idx3-ubyte.gz").is_file():
-            return folder
-    pytest.skip("shared/data/mnist not found")
 
 
 @pytest.fixture
