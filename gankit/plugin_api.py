@@ -49,6 +49,11 @@ What a plugin provides
     exportable (for example one that dispatches per class). It must take
     ``(z, labels)`` and return the same images as the generator, within 1e-4.
 
+``train_defaults`` (optional)
+    Trainer settings the plugin works best with, as TrainConfig field names (e.g.
+    ``{"batch_size": 64, "beta1": 0.5, "ema": 0.999}``). They replace gankit's defaults
+    for this plugin; a ``--preset`` and explicit command-line options still win.
+
 ``default_options`` / ``validate_options``
     Plugin-specific options (``--option key=value`` on the command line) arrive in
     ``spec.options``. ``default_options`` lists every key the plugin understands with
@@ -185,6 +190,7 @@ class GanPlugin:
     train_step: Optional[TrainStep] = None
     export_module: Optional[Callable[[Any], Any]] = None
     default_options: Mapping[str, Any] = field(default_factory=dict)
+    train_defaults: Mapping[str, Any] = field(default_factory=dict)
     validate_options: Optional[Callable[[Mapping[str, Any]], None]] = None
     supported_archs: tuple[str, ...] = ("mlp", "dcgan")
 
@@ -213,6 +219,11 @@ def validate_plugin(obj: object, origin: str) -> GanPlugin:
         problems.append(f"label_mode {obj.label_mode!r} is not one of {', '.join(LABEL_MODES)}")
     if obj.batch_layout not in BATCH_LAYOUTS:
         problems.append(f"batch_layout {obj.batch_layout!r} is not one of {', '.join(BATCH_LAYOUTS)}")
+    from gankit.config import TrainConfig
+
+    unknown = sorted(set(obj.train_defaults) - set(TrainConfig.__dataclass_fields__))
+    if unknown:
+        problems.append(f"train_defaults names settings gankit does not have: {', '.join(unknown)}")
     if not obj.name or not isinstance(obj.name, str):
         problems.append("`name` is empty")
     if problems:

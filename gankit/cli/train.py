@@ -95,7 +95,13 @@ def train(
             raise UsageError(f"--resume takes a run folder (runs/<name>), got {resume}")
     else:
         state = None
-        base = get_preset(preset).config if preset else TrainConfig()
+        if preset:
+            base = get_preset(preset).config
+        else:
+            # No preset: the plugin's recommended trainer settings replace gankit's defaults.
+            from gankit.registry import load_plugin as _load
+
+            base = TrainConfig().with_overrides(**dict(_load(plugin or TrainConfig.plugin).train_defaults))
         cfg = base.with_overrides(**overrides).validate()
         require_torch("train")
         run_dir = None
