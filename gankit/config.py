@@ -1,7 +1,7 @@
 """The training configuration: one typed, validated dataclass, saved as JSON in every run.
 
-Light tier (standard library only), so `gankit train --help` and option checking never
-import torch. Anything a user can set on the command line lives here; checkpoints
+Light tier (standard library only), so `gankit train --help` and option checking
+never load torch. Anything a user can set on the command line lives here; checkpoints
 store it, which is what lets a run be rebuilt and resumed from its folder alone.
 """
 

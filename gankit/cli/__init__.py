@@ -1,7 +1,7 @@
 """The `gankit` command: a Typer root app that joins one module per command.
 
 Light tier. Typer imports every command module to build `--help`, so command modules
-import torch (and other heavy things) only inside the command function.
+load torch (and other heavy things) only inside the command function.
 `main()` turns a `GankitError` into a clean message and its exit code:
 0 ok, 1 runtime failure, 2 usage error.
 """
