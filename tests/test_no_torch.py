@@ -52,7 +52,7 @@ def ensure_light_venv(repo: Path = REPO) -> Path:
         venv.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
         # setuptools only so the editable install below can build without isolation.
-        _pip(venv, "install", *deps, "setuptools>=68")
+        _pip(venv, "install", *deps, "setuptools>=77")
         (venv / ".ready").write_text("\n".join(deps))
     _pip(venv, "install", "--no-deps", "--no-build-isolation", "-e", str(repo))
     _installed[str(repo)] = venv
