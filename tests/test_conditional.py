@@ -58,7 +58,7 @@ def test_labels_change_the_image_and_the_score(mode):
     if mode == "acgan":
         # AC-GAN's real/fake score ignores the label; the label enters through the class head.
         assert torch.allclose(scores, scores[:1].expand(10))
-        _, logits = D.scores_and_logits(same, labels)
+        _, logits = D.scores_and_aux(same, labels)
         assert logits.shape == (10, 10)
     else:
         assert scores.unique().numel() == 10  # D judges (image, label) pairs

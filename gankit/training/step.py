@@ -15,6 +15,9 @@ Where the time goes, and what this step does about it (see bench/bench_train_spe
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -30,23 +33,50 @@ def has_batchnorm(module: nn.Module) -> bool:
     return cached
 
 
-def discriminator_scores(d: nn.Module, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor):
-    """D's raw scores on (real, fake), in one pass when that is the same maths."""
+@dataclass(frozen=True)
+class AuxiliaryLoss:
+    """Extra loss terms on a discriminator's second output (e.g. AC-GAN class logits).
+
+    With one, `standard_step` calls ``D.scores_and_aux(images, labels) -> (scores, aux)``
+    instead of ``D(images, labels)``, adds ``weight * d_term(aux_real, aux_fake, labels)``
+    to D's loss and ``weight * g_term(aux_fake, labels)`` to G's, and reports both as
+    ``d_<name>`` / ``g_<name>``.
+    """
+
+    name: str
+    weight: float
+    d_term: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    g_term: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _d_pass(d: nn.Module, images: torch.Tensor, labels: torch.Tensor, aux: bool):
+    return d.scores_and_aux(images, labels) if aux else (d(images, labels), None)
+
+
+def discriminator_scores(d: nn.Module, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor,
+                         aux: bool = False):
+    """D's (scores, aux outputs or None) on real and on fake, in one pass when that is the same maths."""
     if has_batchnorm(d):
-        return d(real, labels), d(fake, labels)
-    scores = d(torch.cat([real, fake]), torch.cat([labels, labels]))
-    return scores[: real.shape[0]], scores[real.shape[0]:]
+        return _d_pass(d, real, labels, aux), _d_pass(d, fake, labels, aux)
+    n = real.shape[0]
+    scores, extra = _d_pass(d, torch.cat([real, fake]), torch.cat([labels, labels]), aux)
+    if extra is None:
+        return (scores[:n], None), (scores[n:], None)
+    return (scores[:n], extra[:n]), (scores[n:], extra[n:])
 
 
-def standard_step(ctx: StepContext, real: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+def standard_step(ctx: StepContext, real: torch.Tensor, labels: torch.Tensor,
+                  auxiliary: AuxiliaryLoss | None = None) -> dict[str, torch.Tensor]:
     """One generator step: ``ctx.d_steps`` discriminator updates, then one generator update.
 
     Returns 0-d detached tensors ``d_loss`` and ``g_loss`` (the trainer turns them into
-    numbers only when it logs, so the step never waits on the device).
+    numbers only when it logs, so the step never waits on the device), plus the
+    auxiliary terms when ``auxiliary`` is given.
     """
     G, D = ctx.generator, ctx.discriminator
+    use_aux = auxiliary is not None
     fake = None
-    d_loss = None
+    d_loss = d_aux = None
     for i in range(ctx.d_steps):
         if i > 0:
             real, labels = ctx.next_batch()
@@ -58,8 +88,11 @@ def standard_step(ctx: StepContext, real: torch.Tensor, labels: torch.Tensor) ->
             else:
                 with torch.no_grad():
                     fake = G(z, labels)
-            s_real, s_fake = discriminator_scores(D, real, fake.detach(), labels)
+            (s_real, a_real), (s_fake, a_fake) = discriminator_scores(D, real, fake.detach(), labels, use_aux)
             d_loss = ctx.d_loss_fn(s_real.float(), s_fake.float())
+            if use_aux:
+                d_aux = auxiliary.d_term(a_real, a_fake, labels)
+                d_loss = d_loss + auxiliary.weight * d_aux
         ctx.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         ctx.opt_d.step()
@@ -67,10 +100,18 @@ def standard_step(ctx: StepContext, real: torch.Tensor, labels: torch.Tensor) ->
     D.requires_grad_(False)
     try:
         with ctx.autocast():
-            g_loss = ctx.g_loss_fn(D(fake, labels).float())
+            s_fake, a_fake = _d_pass(D, fake, labels, use_aux)
+            g_loss = ctx.g_loss_fn(s_fake.float())
+            if use_aux:
+                g_aux = auxiliary.g_term(a_fake, labels)
+                g_loss = g_loss + auxiliary.weight * g_aux
         ctx.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         ctx.opt_g.step()
     finally:
         D.requires_grad_(True)
-    return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+    out = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
+    if use_aux:
+        out[f"d_{auxiliary.name}"] = d_aux.detach()
+        out[f"g_{auxiliary.name}"] = g_aux.detach()
+    return out

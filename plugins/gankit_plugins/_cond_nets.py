@@ -29,7 +29,7 @@ class ConditionalDiscriminator(nn.Module):
     """gankit's MLP or DCGAN discriminator, using the label as ``mode`` says.
 
     ``forward(images, labels)`` returns the real/fake scores ``[N]`` (the plugin contract);
-    ``scores_and_logits`` also returns class logits ``[N, classes]`` (``acgan``; else None).
+    ``scores_and_aux`` also returns class logits ``[N, classes]`` (``acgan``; else None).
     """
 
     def __init__(self, net: nn.Module, mode: str, num_classes: int, embed_dim: int, feature_dim: int):
@@ -60,7 +60,7 @@ class ConditionalDiscriminator(nn.Module):
             score = score + (self.embed(labels) * h).sum(1)
         return score
 
-    def scores_and_logits(self, images: torch.Tensor, labels: torch.Tensor):
+    def scores_and_aux(self, images: torch.Tensor, labels: torch.Tensor):
         h = self._features(images, labels)
         logits = self.classifier(h) if self.mode == "acgan" else None
         return self.net.head(h).squeeze(1), logits

@@ -85,65 +85,33 @@ def build(spec: NetSpec) -> Nets:
     return Nets(generator, discriminator)
 
 
-def _acgan_step(ctx: StepContext, real, labels) -> dict[str, Any]:
-    """standard_step's structure plus the auxiliary classifier terms (see the module docstring)."""
-    import torch
+def _acgan_loss(options: Mapping[str, Any]):
+    """The AC-GAN class terms for `standard_step` (see the module docstring)."""
     import torch.nn.functional as F
 
-    from gankit.training.step import has_batchnorm
+    from gankit.training.step import AuxiliaryLoss
 
-    G, D = ctx.generator, ctx.discriminator
-    options = {**DEFAULT_OPTIONS, **ctx.spec.options}
-    weight, on_fake = float(options["ac_weight"]), bool(options["ac_fake"])
-    split = has_batchnorm(D)  # batch norm: real and fake must not share a batch
-    fake = d_loss = d_cls = None
-    for i in range(ctx.d_steps):
-        if i > 0:
-            real, labels = ctx.next_batch()
-        z = ctx.noise(real.shape[0])
-        last = i == ctx.d_steps - 1
-        with ctx.autocast():
-            if last:
-                fake = G(z, labels)  # keeps its graph for the G update below
-            else:
-                with torch.no_grad():
-                    fake = G(z, labels)
-            if split:
-                s_real, c_real = D.scores_and_logits(real, labels)
-                s_fake, c_fake = D.scores_and_logits(fake.detach(), labels)
-            else:
-                n = real.shape[0]
-                s, c = D.scores_and_logits(torch.cat([real, fake.detach()]), torch.cat([labels, labels]))
-                s_real, s_fake, c_real, c_fake = s[:n], s[n:], c[:n], c[n:]
-            d_cls = F.cross_entropy(c_real.float(), labels)
-            if on_fake:
-                d_cls = d_cls + F.cross_entropy(c_fake.float(), labels)
-            d_loss = ctx.d_loss_fn(s_real.float(), s_fake.float()) + weight * d_cls
-        ctx.opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        ctx.opt_d.step()
+    on_fake = bool(options["ac_fake"])
 
-    D.requires_grad_(False)
-    try:
-        with ctx.autocast():
-            s_fake, c_fake = D.scores_and_logits(fake, labels)
-            g_cls = F.cross_entropy(c_fake.float(), labels)
-            g_loss = ctx.g_loss_fn(s_fake.float()) + weight * g_cls
-        ctx.opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        ctx.opt_g.step()
-    finally:
-        D.requires_grad_(True)
-    return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
-            "d_class_loss": d_cls.detach(), "g_class_loss": g_cls.detach()}
+    def d_term(logits_real, logits_fake, labels):
+        loss = F.cross_entropy(logits_real.float(), labels)
+        if on_fake:
+            loss = loss + F.cross_entropy(logits_fake.float(), labels)
+        return loss
+
+    def g_term(logits_fake, labels):
+        return F.cross_entropy(logits_fake.float(), labels)
+
+    return AuxiliaryLoss("class_loss", float(options["ac_weight"]), d_term, g_term)
 
 
 def conditional_step(ctx: StepContext, real, labels) -> dict[str, Any]:
-    """gankit's standard step for ``concat`` and ``projection`` (D takes the labels); the AC-GAN step for ``acgan``."""
+    """gankit's standard step; for ``acgan`` with the class terms added through its ``auxiliary`` hook."""
     from gankit.training.step import standard_step
 
-    if ctx.spec.options.get("d_cond", DEFAULT_OPTIONS["d_cond"]) == "acgan":
-        return _acgan_step(ctx, real, labels)
+    options = {**DEFAULT_OPTIONS, **ctx.spec.options}
+    if options["d_cond"] == "acgan":
+        return standard_step(ctx, real, labels, auxiliary=_acgan_loss(options))
     return standard_step(ctx, real, labels)
 
 
