@@ -1,33 +1,22 @@
-"""Turn generator output into pictures and files: uint8 conversion, grids, PNGs, .npy, loss plots.
+"""Turn generator output into pictures and files: uint8 conversion, grids, PNGs, .npy.
 
-Light tier: numpy and Pillow only (no matplotlib). Every writer stages a temp
-file beside the target and renames it into place, so a failure leaves no
-partial file; any problem with the path raises `GankitError` naming it.
+Light tier: numpy and Pillow only. Charts (loss curves, bench plots) are matplotlib's job
+in the training tier, `gankit.training.plots`. Every writer here goes through
+`gankit.atomic`, so a failure leaves no partial file; any problem with the path raises
+`GankitError` naming it.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from gankit.data.atomic import atomic_write, remove_quietly, staged_file
+from gankit.atomic import atomic_write, commit, remove_quietly, staged_file
 from gankit.errors import GankitError
-
-# Colour-blind-friendly palette (Okabe-Ito) first, then extras for many series.
-PALETTE = [
-    (0, 114, 178), (213, 94, 0), (0, 158, 115), (204, 121, 167),
-    (230, 159, 0), (86, 180, 233), (120, 120, 120), (240, 228, 66),
-    (148, 103, 189), (140, 86, 75),
-]
-
-
-MIN_POINTS_TO_SMOOTH = 20
-
 
 def to_uint8(images, value_range=(-1.0, 1.0)) -> np.ndarray:
     """Map float images [N,1,H,W] or [N,H,W] from `value_range` to uint8 [N,H,W] (clipped, rounded)."""
@@ -100,12 +89,18 @@ def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
 def _write_png(image: Image.Image, path, what: str) -> Path:
     path = Path(path)
     with atomic_write(path, what) as handle:
-        image.save(handle, format="PNG")
+        # The suffix picks the format (.jpg, .webp for `gankit generate`); anything else is PNG.
+        image.save(handle, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
     return path
 
 
-def save_grid(images_u8, path, nrow: int, scale: int = 1, row_labels: list[str] | None = None) -> Path:
-    """Save a grid PNG, enlarged `scale` times; `row_labels` puts a label left of each row."""
+def save_grid(images_u8, path, nrow: int, scale: int = 1, row_labels: list[str] | None = None,
+              caption: str | None = None) -> Path:
+    """Save a grid PNG, enlarged `scale` times.
+
+    `row_labels` puts a label left of each row; `caption` (e.g. the training step of a
+    sample grid) goes in a strip above the grid.
+    """
     images = _as_u8_stack(images_u8, "save_grid")
     if scale < 1:
         raise GankitError(f"save_grid: scale must be >= 1, got {scale}")
@@ -129,6 +124,14 @@ def save_grid(images_u8, path, nrow: int, scale: int = 1, row_labels: list[str] 
             middle = pad + r * (h * scale + pad) + h * scale / 2
             draw.text((margin - 4, middle), str(text), fill=255, font=font, anchor="rm")
         picture = labelled
+    if caption:
+        font = _font(max(10, min(20, 6 * scale + 4)))
+        probe = ImageDraw.Draw(picture)
+        strip = _text_size(probe, caption, font)[1] + 8
+        captioned = Image.new("L", (picture.width, picture.height + strip), 0)
+        captioned.paste(picture, (0, strip))
+        ImageDraw.Draw(captioned).text((4, strip / 2), caption, fill=255, font=font, anchor="lm")
+        picture = captioned
     return _write_png(picture, path, "grid image")
 
 
@@ -156,7 +159,7 @@ def save_png_folder(images_u8, folder, labels=None) -> list[Path]:
             staged.append((temp, folder / name))
         for temp, target in staged:
             existed = target.exists()
-            os.replace(temp, target)
+            commit(None, temp, target)
             if not existed:
                 created.append(target)
     except BaseException as exc:
@@ -174,152 +177,3 @@ def save_npy(images_u8, path) -> Path:
     with atomic_write(path, ".npy file") as handle:
         np.save(handle, np.ascontiguousarray(images), allow_pickle=False)
     return path
-
-
-def _nice_ticks(low: float, high: float, target: int = 6) -> tuple[list[float], float]:
-    """Round tick values (steps of 1, 2 or 5 x 10^k) covering [low, high]."""
-    raw = (high - low) / max(1, target - 1)
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-    first = math.ceil(low / step - 1e-9)
-    ticks = [k * step for k in range(first, math.floor(high / step + 1e-9) + 1)]
-    return ticks, step
-
-
-def _tick_label(value: float, step: float) -> str:
-    if abs(value) < step * 1e-6:
-        return "0"
-    if step >= 1 and abs(value) < 1e6:
-        return f"{value:.0f}"
-    if 1e-4 <= abs(step) < 1:
-        return f"{value:.{max(0, -math.floor(math.log10(step)))}f}"
-    return f"{value:.3g}"
-
-
-def _padded_range(values: np.ndarray, pad_fraction: float) -> tuple[float, float]:
-    low, high = float(values.min()), float(values.max())
-    if high == low:
-        spread = abs(low) * 0.1 or 1.0
-        return low - spread, high + spread
-    pad = (high - low) * pad_fraction
-    return low - pad, high + pad
-
-
-def _ema(values: np.ndarray, weight: float) -> np.ndarray:
-    """Exponential moving average, debiased (as TensorBoard does) so it does not start at 0 or lag at the start."""
-    out = np.empty_like(values)
-    running = 0.0
-    for i, v in enumerate(values):
-        running = weight * running + (1 - weight) * v
-        out[i] = running / (1 - weight ** (i + 1))
-    return out
-
-
-def _tint(colour: tuple[int, int, int], amount: float) -> tuple[int, int, int]:
-    return tuple(round(c * amount + 255 * (1 - amount)) for c in colour)
-
-
-def _clean_series(series: dict) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    cleaned = []
-    for name, pair in series.items():
-        if len(pair) != 2:
-            raise GankitError(f"save_line_plot: series {name!r} must be (xs, ys)")
-        xs = np.asarray(pair[0], dtype=np.float64).ravel()
-        ys = np.asarray(pair[1], dtype=np.float64).ravel()
-        if len(xs) != len(ys):
-            raise GankitError(f"save_line_plot: series {name!r} has {len(xs)} x values but {len(ys)} y values")
-        # A NaN or inf loss would wreck the axis range; leave those points out.
-        keep = np.isfinite(xs) & np.isfinite(ys)
-        cleaned.append((str(name), xs[keep], ys[keep]))
-    return cleaned
-
-
-def save_line_plot(
-    series: dict[str, tuple[list[float], list[float]]],
-    path,
-    title: str,
-    xlabel: str = "step",
-    ylabel: str = "",
-    *,
-    size: tuple[int, int] = (800, 500),
-    smooth: float = 0.0,
-) -> Path:
-    """Draw named (xs, ys) series as coloured lines with axes, numbered ticks and a legend.
-
-    `smooth` in [0, 1) adds an exponential moving average drawn over a faint raw line.
-    """
-    width, height = int(size[0]), int(size[1])
-    if width < 200 or height < 150:
-        raise GankitError(f"save_line_plot: size must be at least 200x150, got {width}x{height}")
-    if not 0.0 <= smooth < 1.0:
-        raise GankitError(f"save_line_plot: smooth must be in [0, 1), got {smooth}")
-    lines = _clean_series(series)
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    font, title_font = _font(12), _font(16)
-    left, right, top, bottom = 72, width - 18, 36, height - 48
-    draw.text((width / 2, 10), title, fill="black", font=title_font, anchor="mt")
-    draw.text(((left + right) / 2, height - 8), xlabel, fill="black", font=font, anchor="md")
-    if ylabel:
-        tw, th = _text_size(draw, ylabel, font)
-        label = Image.new("RGB", (tw + 4, th + 6), "white")
-        ImageDraw.Draw(label).text((2, 0), ylabel, fill="black", font=font)
-        rotated = label.rotate(90, expand=True)
-        image.paste(rotated, (4, int((top + bottom) / 2 - rotated.height / 2)))
-
-    all_x = np.concatenate([xs for _, xs, _ in lines]) if lines else np.empty(0)
-    all_y = np.concatenate([ys for _, _, ys in lines]) if lines else np.empty(0)
-    draw.rectangle((left, top, right, bottom), outline=(60, 60, 60))
-    if all_x.size == 0:
-        draw.text(((left + right) / 2, (top + bottom) / 2), "no data", fill="gray", font=font, anchor="mm")
-        return _write_png(image, path, "plot")
-
-    x_low, x_high = _padded_range(all_x, 0.0)
-    y_low, y_high = _padded_range(all_y, 0.05)
-
-    def to_px(xs: np.ndarray, ys: np.ndarray) -> list[tuple[float, float]]:
-        px = left + (xs - x_low) / (x_high - x_low) * (right - left)
-        py = bottom - (ys - y_low) / (y_high - y_low) * (bottom - top)
-        return list(zip(px.tolist(), py.tolist()))
-
-    x_ticks, x_step = _nice_ticks(x_low, x_high, target=max(3, (right - left) // 90))
-    y_ticks, y_step = _nice_ticks(y_low, y_high, target=max(3, (bottom - top) // 60))
-    for value in x_ticks:
-        x = left + (value - x_low) / (x_high - x_low) * (right - left)
-        draw.line((x, top, x, bottom), fill=(232, 232, 232))
-        draw.line((x, bottom, x, bottom + 5), fill=(60, 60, 60))
-        draw.text((x, bottom + 7), _tick_label(value, x_step), fill="black", font=font, anchor="mt")
-    for value in y_ticks:
-        y = bottom - (value - y_low) / (y_high - y_low) * (bottom - top)
-        draw.line((left, y, right, y), fill=(232, 232, 232))
-        draw.line((left - 5, y, left, y), fill=(60, 60, 60))
-        draw.text((left - 8, y), _tick_label(value, y_step), fill="black", font=font, anchor="rm")
-    draw.rectangle((left, top, right, bottom), outline=(60, 60, 60))
-
-    for index, (_, xs, ys) in enumerate(lines):
-        colour = PALETTE[index % len(PALETTE)]
-        if xs.size == 0:
-            continue
-        # A handful of points (an eval metric) is already readable; smoothing would distort it.
-        if smooth > 0 and xs.size >= MIN_POINTS_TO_SMOOTH:
-            draw.line(to_px(xs, ys), fill=_tint(colour, 0.3), width=1)
-            ys = _ema(ys, smooth)
-        points = to_px(xs, ys)
-        if len(points) == 1:
-            x, y = points[0]
-            draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
-        else:
-            draw.line(points, fill=colour, width=2, joint="curve")
-
-    # Legend in the top-right corner of the plot area.
-    names = [name for name, _, _ in lines]
-    row = max(_text_size(draw, n or " ", font)[1] for n in names) + 6
-    box_w = max(_text_size(draw, n or " ", font)[0] for n in names) + 40
-    x0, y0 = right - box_w - 8, top + 8
-    draw.rectangle((x0, y0, x0 + box_w, y0 + row * len(names) + 6), fill="white", outline=(180, 180, 180))
-    for index, name in enumerate(names):
-        colour = PALETTE[index % len(PALETTE)]
-        y = y0 + 6 + row * index + row / 2 - 3
-        draw.line((x0 + 6, y, x0 + 28, y), fill=colour, width=3)
-        draw.text((x0 + 34, y), name, fill="black", font=font, anchor="lm")
-    return _write_png(image, path, "plot")

@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# This project's dev machines keep real MNIST beside the checkout. gankit itself does not
+# know that layout: tests reach the folder through shared_mnist() (a path) or
+# mnist_data_root() (a $GANKIT_DATA root, for `--data mnist`), and bench/common.py does
+# the same for the benchmarks.
 MNIST = Path(os.environ.get("GANKIT_TEST_MNIST", REPO.parent / "shared" / "data" / "mnist"))
 
 # Small nets keep CLI training tests to seconds; the maths is the same as the defaults.
@@ -32,6 +36,16 @@ def shared_mnist() -> Path:
     if not (MNIST / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"real MNIST files not found at {MNIST}")
     return MNIST
+
+
+def mnist_data_root(tmp_path: Path) -> Path:
+    """A $GANKIT_DATA root under `tmp_path` whose `mnist` is the real MNIST folder (a symlink)."""
+    root = tmp_path / "gankit-data"
+    root.mkdir(exist_ok=True)
+    link = root / "mnist"
+    if not link.exists():
+        link.symlink_to(shared_mnist(), target_is_directory=True)
+    return root
 
 
 @pytest.fixture(scope="session")

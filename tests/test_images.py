@@ -1,4 +1,4 @@
-"""Image helpers: uint8 conversion, grid maths, PNG/.npy round trips, line plots, failed writes."""
+"""Image helpers: uint8 conversion, grid maths, PNG/.npy round trips, failed writes (light tier)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ from PIL import Image
 
 from gankit.errors import DataError, GankitError
 from gankit.images import (
-    PALETTE,
     grid_shape,
     make_grid,
     save_grid,
-    save_line_plot,
     save_npy,
     save_png_folder,
     to_uint8,
@@ -97,6 +95,16 @@ def test_save_grid_row_labels(tmp_path):
     assert not (tmp_path / "c.png").exists()
 
 
+def test_save_grid_caption_strip_above_the_grid(tmp_path):
+    images = stack(8)
+    plain = np.asarray(Image.open(save_grid(images, tmp_path / "a.png", nrow=4, scale=2)))
+    captioned = np.asarray(Image.open(save_grid(images, tmp_path / "b.png", nrow=4, scale=2, caption="step 1,500")))
+    strip = captioned.shape[0] - plain.shape[0]
+    assert captioned.shape[1] == plain.shape[1] and 10 <= strip <= 40
+    np.testing.assert_array_equal(captioned[strip:], plain)  # the grid itself is untouched
+    assert (captioned[:strip] > 128).sum() > 20  # the caption's text is drawn in white
+
+
 def test_save_png_folder(tmp_path):
     images = stack(12)
     labels = np.arange(12) % 10
@@ -118,46 +126,12 @@ def test_save_npy(tmp_path):
     np.testing.assert_array_equal(back, images)
 
 
-def test_line_plot(tmp_path):
-    steps = list(range(0, 500, 5))
-    rng = np.random.default_rng(0)
-    d = (1.4 * np.exp(-np.array(steps) / 150) + rng.normal(0, 0.05, len(steps))).tolist()
-    g = (0.6 + np.array(steps) / 600).tolist()
-    g[10] = float("nan")  # a non-finite value must not break the plot
-    path = save_line_plot(
-        {"D loss": (steps, d), "G loss": (steps, g), "FID": ([0, 250, 500], [3.0, 2.0, 1.5])},
-        tmp_path / "loss.png", "losses", ylabel="loss", size=(640, 400), smooth=0.6,
-    )
-    image = Image.open(path)
-    assert image.format == "PNG" and image.size == (640, 400)
-    pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
-    white = (pixels == 255).all(axis=1).mean()
-    assert white > 0.6  # mostly background
-    for colour in PALETTE[:3]:
-        count = (pixels == colour).all(axis=1).sum()
-        assert count > 150, (colour, count)
-    # Text (title, ticks, labels) is drawn in near-black.
-    assert (pixels.max(axis=1) < 60).sum() > 500
-
-
-def test_line_plot_default_size_and_edge_cases(tmp_path):
-    image = Image.open(save_line_plot({"only": ([1], [2.0])}, tmp_path / "a.png", "one point"))
-    assert image.size == (800, 500)
-    image = Image.open(save_line_plot({}, tmp_path / "b.png", "empty"))
-    assert image.size == (800, 500)
-    flat = save_line_plot({"flat": ([0, 1, 2], [1.0, 1.0, 1.0])}, tmp_path / "c.png", "flat")
-    assert Image.open(flat).size == (800, 500)
-    with pytest.raises(GankitError, match="3 x values but 2 y values"):
-        save_line_plot({"bad": ([0, 1, 2], [1.0, 2.0])}, tmp_path / "d.png", "bad")
-    assert not (tmp_path / "d.png").exists()
-
-
 def writers(target):
     images = stack(3)
     return [
         lambda: save_grid(images, target, nrow=3),
         lambda: save_npy(images, target),
-        lambda: save_line_plot({"a": ([0, 1], [1.0, 2.0])}, target, "t"),
+        lambda: save_grid(images, target, nrow=3, caption="step 10"),
     ]
 
 

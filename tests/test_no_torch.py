@@ -132,3 +132,49 @@ def test_train_without_torch_says_how_to_install_it(light_venv, tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert "pip install 'gankit[train]'" in proc.stderr and "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []  # no run folder
+
+
+# Imports every light-tier module (all of gankit but gankit.training and the `python -m`
+# entry modules, plus the built-in plugins' entry-point modules) in one torch-free process.
+LIGHT_IMPORTS = r"""
+import importlib, json, pkgutil, sys, tomllib
+import gankit
+pyproject = tomllib.load(open(sys.argv[1], "rb"))
+entry = sorted({v.split(":")[0] for v in pyproject["project"]["entry-points"]["gankit.plugins"].values()})
+names = [m.name for m in pkgutil.walk_packages(gankit.__path__, "gankit.")
+         if not m.name.startswith("gankit.training") and not m.name.endswith("__main__")]
+failed = {}
+for name in ["gankit", *names, *entry]:
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        failed[name] = f"{type(exc).__name__}: {exc}"
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx", "onnxscript", "matplotlib", "safetensors"))
+print(json.dumps({"imported": ["gankit", *names, *entry], "failed": failed, "heavy": heavy}))
+"""
+
+
+@pytest.mark.slow
+def test_every_light_tier_module_imports_without_torch(light_venv, tmp_path):
+    import json
+
+    proc = subprocess.run([str(light_venv / "bin" / "python"), "-c", LIGHT_IMPORTS, str(REPO / "pyproject.toml")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    imported = set(result["imported"])
+    # The probe really walked the package: the CLI, data, eval, runtime and the plugin entry modules.
+    assert {"gankit.cli.train", "gankit.data.sources", "gankit.eval.metrics", "gankit.runtime", "gankit.atomic",
+            "gankit_plugins.conditional"} <= imported
+    assert not [m for m in imported if m.startswith("gankit.training")]
+    assert result["failed"] == {}, result["failed"]
+    assert result["heavy"] == [], result["heavy"]
+
+
+@pytest.mark.slow
+def test_version_in_the_light_tier_says_torch_is_absent(light_venv, tmp_path):
+    proc = subprocess.run([str(light_venv / "bin" / "gankit"), "--version"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(" ", 1) for line in proc.stdout.strip().splitlines())
+    assert lines["torch"].startswith("not installed") and lines["gankit"] and lines["onnxruntime"]

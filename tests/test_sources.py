@@ -12,22 +12,18 @@ from gankit.data import Dataset, default_dataset, load_dataset
 from gankit.data.idx import write_idx
 from gankit.data.sources import DEBIAN_FASHION_MNIST, candidate_folders
 from gankit.errors import DataError, UsageError
-from conftest import shared_mnist
-
-
+from conftest import mnist_data_root, shared_mnist
 
 
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
-    """No GANKIT_DATA, an empty user cache, and a working directory with no shared/ above it."""
+    """No GANKIT_DATA, an empty user cache, and an empty working directory."""
     monkeypatch.delenv("GANKIT_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("GANKIT_MNIST_MIRRORS", raising=False)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    if any((p / "shared" / "data" / "mnist").is_dir() for p in (work, *work.parents)):
-        pytest.skip("tmp folder sits below a shared/data/mnist")
     return tmp_path
 
 
@@ -64,22 +60,43 @@ def test_real_mnist_folder(split, first_labels):
         assert np.bincount(ds.labels[:1000], minlength=10).min() >= 80
 
 
-def test_mnist_by_name_finds_shared_folder(tmp_path, monkeypatch):
+def test_mnist_by_name_via_gankit_data_says_what_it_read(tmp_path, monkeypatch):
     folder = shared_mnist()
-    monkeypatch.delenv("GANKIT_DATA", raising=False)
+    monkeypatch.setenv("GANKIT_DATA", str(mnist_data_root(tmp_path)))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    # The tests folder sits below the folder that holds shared/ (the walk-up case).
-    monkeypatch.chdir(Path(__file__).resolve().parent)
-    ds = load_dataset("mnist", "test", allow_download=False)
-    assert ds.name == "mnist" and len(ds) == 10000 and Path(ds.source) == folder
+    ds = load_dataset("mnist", "train", allow_download=False)
+    assert ds.name == "mnist" and len(ds) == 10000 and Path(ds.source).resolve() == folder.resolve()
+    assert [Path(f).name for f in ds.files] == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
+    assert ds.describe() == f"data: mnist train split, 10,000 images from {ds.files[0]}, {ds.files[1]}"
+    # The dev machine's folder holds a 10k subset of the 60k training split: say so.
+    warning = ds.warning()
+    assert warning.startswith("warning: 'mnist' resolved to") and "10,000" in warning and "60,000" in warning
+    assert ds.messages() == [ds.describe(), warning]
+    # Its test split is the full canonical one: no warning.
+    assert load_dataset("mnist", "test", allow_download=False).warning() is None
+
+
+def test_a_folder_given_by_path_is_not_compared_with_the_canonical_set():
+    ds = load_dataset(str(shared_mnist()), "train")
+    assert ds.warning() is None and ds.messages() == [ds.describe()]
+
+
+def test_product_code_does_not_know_the_project_layout(isolated):
+    """A shared/data/mnist folder above the working directory is not looked at."""
+    make_split(isolated / "shared" / "data" / "mnist", "test", n=3)
+    work = isolated / "work"
+    assert (work.parent / "shared" / "data" / "mnist").is_dir()
+    assert not [p for p in candidate_folders("mnist") if "shared" in p.parts]
+    with pytest.raises(DataError, match="No local copy of mnist"):
+        load_dataset("mnist", "test", allow_download=False)
+    assert default_dataset("test").synthetic
 
 
 def test_default_dataset_is_real_mnist_when_present(monkeypatch, tmp_path):
-    monkeypatch.delenv("GANKIT_DATA", raising=False)
+    monkeypatch.setenv("GANKIT_DATA", str(mnist_data_root(tmp_path)))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.chdir(shared_mnist())
     ds = default_dataset("train")
-    assert ds.name == "mnist" and not ds.synthetic and len(ds) == 10000
+    assert ds.name == "mnist" and not ds.synthetic and len(ds) == 10000 and ds.warning() is not None
 
 
 def test_gankit_data_wins_over_cache(isolated, monkeypatch):
@@ -141,9 +158,12 @@ def test_not_found_without_download_lists_places(isolated):
     assert "--data" in message
 
 
-def test_candidates_include_shared_and_debian(isolated):
-    assert DEBIAN_FASHION_MNIST in candidate_folders("fashion-mnist")
-    assert Path.cwd().parent / "shared" / "data" / "mnist" in candidate_folders("mnist")
+def test_candidates_are_gankit_data_cache_and_debian(isolated, monkeypatch):
+    monkeypatch.setenv("GANKIT_DATA", str(isolated / "d"))
+    assert candidate_folders("fashion-mnist") == [isolated / "d" / "fashion-mnist",
+                                                  isolated / "cache" / "gankit" / "fashion-mnist",
+                                                  DEBIAN_FASHION_MNIST]
+    assert candidate_folders("mnist") == [isolated / "d" / "mnist", isolated / "cache" / "gankit" / "mnist"]
 
 
 def test_missing_folder(isolated):
@@ -214,3 +234,15 @@ def test_non_idx_file_in_folder(isolated):
     (folder / "train-images-idx3-ubyte").write_text("<html>not data</html>")
     with pytest.raises(DataError, match="train-images-idx3-ubyte: not an IDX file"):
         load_dataset(str(folder))
+
+
+def test_train_cli_prints_the_files_and_warns_about_the_subset(tmp_path):
+    from conftest import SMALL_NETS, run_cli
+
+    env = {"GANKIT_DATA": str(mnist_data_root(tmp_path)), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = run_cli("train", "--data", "mnist", "--steps", 2, "--runs-dir", tmp_path / "runs", "--name", "r",
+                   "-q", *SMALL_NETS, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    err = " ".join(proc.stderr.split())  # rich may wrap long lines
+    assert "data: mnist train split, 10,000 images from" in err and "train-labels-idx1-ubyte.gz" in err
+    assert "warning: 'mnist' resolved to" in err and "canonical 60,000" in err

@@ -1,37 +1,114 @@
 """The `gankit` command: a Typer root app that joins one module per command.
 
-Light tier. Typer imports every command module to build `--help`, so command modules
-load torch (and other heavy things) only inside the command function.
+Light tier. Command modules load torch (and other heavy things) only inside the command
+function. Typer builds every registered command's parameters on each call, so the app
+registers only the module of the command being run (`gankit generate` must start fast,
+see bench/bench_generate.py); `--help`, shell completion and anything unknown get them all.
 `main()` turns a `GankitError` into a clean message and its exit code:
 0 ok, 1 runtime failure, 2 usage error.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
+from typing import Annotated
 
 import typer
 
 from gankit.errors import GankitError
 
-app = typer.Typer(
+# Command name -> module under gankit.cli that registers it; the order here is the order in --help.
+COMMANDS = {
+    "train": "train",
+    "export": "export",
+    "generate": "generate",
+    "evaluate": "evaluate",
+    "info": "info",
+    "plugins": "plugins",
+}
+
+
+def _wanted(args: list[str]) -> list[str]:
+    """The command modules a call with `args` needs: the one named, else all of them."""
+    completing = any(key.startswith("_") and key.endswith("_COMPLETE") for key in os.environ)
+    first = next((a for a in args if not a.startswith("-")), None)
+    if completing or first not in COMMANDS:
+        return list(COMMANDS)
+    return [first]
+
+
+class _LazyApp(typer.Typer):
+    """A Typer app that imports and registers command modules when it is called."""
+
+    _loaded: tuple[str, ...] = ()
+
+    def load(self, names: list[str]) -> None:
+        if set(names) <= set(self._loaded):
+            return
+        names = list(COMMANDS) if len(names) > 1 or self._loaded else names
+        # Re-register from scratch so that --help keeps the COMMANDS order.
+        self.registered_commands.clear()
+        self.registered_groups.clear()
+        for name in names:
+            importlib.import_module(f"gankit.cli.{COMMANDS[name]}").register(self)
+        self._loaded = tuple(names)
+
+    def __call__(self, *args, **kwargs):
+        argv = kwargs.get("args")
+        self.load(_wanted(list(argv) if argv is not None else sys.argv[1:]))
+        return super().__call__(*args, **kwargs)
+
+
+app = _LazyApp(
     name="gankit",
     help="Train GAN digit generators, export them to ONNX, and generate digits without PyTorch.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
 
-# Each module registers its own command(s); the order here is the order in --help.
-from gankit.cli import train as _train  # noqa: E402
-from gankit.cli import export as _export  # noqa: E402
-from gankit.cli import generate as _generate  # noqa: E402
-from gankit.cli import evaluate as _evaluate  # noqa: E402
-from gankit.cli import info as _info  # noqa: E402
-from gankit.cli import plugins as _plugins  # noqa: E402
 
-for _module in (_train, _export, _generate, _evaluate, _info, _plugins):
-    _module.register(app)
+def versions() -> list[tuple[str, str]]:
+    """(package, version) for gankit, torch and onnxruntime, without importing torch."""
+    import importlib.metadata as metadata
+    import importlib.util
+    import platform
+
+    import gankit
+
+    rows = [("gankit", gankit.__version__)]
+    if importlib.util.find_spec("torch") is None:
+        rows.append(("torch", "not installed (light tier)"))
+    else:
+        try:
+            rows.append(("torch", metadata.version("torch")))
+        except metadata.PackageNotFoundError:
+            rows.append(("torch", "installed, version unknown"))
+    try:
+        import onnxruntime
+
+        rows.append(("onnxruntime", onnxruntime.__version__))
+    except ImportError:
+        rows.append(("onnxruntime", "not installed"))
+    rows.append(("python", platform.python_version()))
+    return rows
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        for name, version in versions():
+            typer.echo(f"{name} {version}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the versions of gankit, torch and onnxruntime, and exit.")] = False,
+) -> None:
+    """Train GAN digit generators, export them to ONNX, and generate digits without PyTorch."""
 
 
 def report_error(err: GankitError) -> None:
@@ -50,3 +127,6 @@ def main() -> None:
     except GankitError as err:
         report_error(err)
         sys.exit(err.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C while a command module imports, before click handles it
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)

@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from gankit.data.atomic import remove_quietly
+from gankit.atomic import commit, staged_file
 from gankit.errors import DataError
 
 
@@ -205,7 +205,6 @@ def download_file(
     """Fetch `filename` from the first mirror that delivers it intact; return its path."""
     dest_dir = Path(dest_dir)
     target = dest_dir / filename
-    part = dest_dir / (filename + ".part")
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -218,21 +217,15 @@ def download_file(
         for mirror in mirrors:
             url = mirror + filename
             try:
-                try:
-                    out = open(part, "wb")
-                except OSError as exc:
-                    raise DataError(f"Cannot write {part}: {exc.strerror or exc}") from None
-                with out:
+                # A failed or cut-short download removes its staged file, Ctrl-C included.
+                with staged_file(target, "download", DataError) as (out, temp):
                     _fetch(url, out, expected, timeout, bar, f"{filename} ({mirror})")
-                os.replace(part, target)
+                    commit(out, temp, target)
                 return target
             except _MirrorFailed as exc:
                 failures.append(f"  {url}: {exc}")
             except OSError as exc:  # the rename failed: a local problem, not the mirror's
-                raise DataError(f"Cannot move {part} to {target}: {exc.strerror or exc}") from None
-            finally:
-                # Runs on success too (the .part is gone by then) and on Ctrl-C.
-                remove_quietly([part])
+                raise DataError(f"Cannot write {target}: {exc.strerror or exc}") from None
     finally:
         if bar is not None:
             bar.stop()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gankit.data.atomic import atomic_write
+from gankit.atomic import atomic_write
 from gankit.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"

@@ -1,14 +1,16 @@
 """Find and load a digit data set: a folder of IDX files, MNIST / Fashion-MNIST by name, or synthetic.
 
 Light tier: numpy (+ urllib and rich when a download is needed). Named sets are
-looked for in $GANKIT_DATA/<name>, the user cache, Debian's dataset package
-(Fashion-MNIST) and a `shared/data/mnist` folder above the working directory
-(MNIST), and downloaded into the user cache only when allowed. Every Dataset
-says where it came from and whether it is synthetic.
+looked for in $GANKIT_DATA/<name>, the user cache and Debian's dataset package
+(Fashion-MNIST), and downloaded into the user cache only when allowed. Every Dataset
+says where it came from (`describe()`: the files and the image count) and whether it is
+synthetic, and a named set found locally with fewer images than the canonical split
+says so (`warning()`): a folder called mnist may hold a subset.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,11 @@ SYNTHETIC_SPEC = "synthetic"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
+# Images per split in the published data sets, to tell a local subset from the real thing.
+CANONICAL_SIZES = {
+    "mnist": {"train": 60_000, "test": 10_000},
+    "fashion-mnist": {"train": 60_000, "test": 10_000},
+}
 
 
 @dataclass(frozen=True)
@@ -40,9 +47,28 @@ class Dataset:
     source: str  # folder path, or "synthetic (rendered with Pillow)"
     split: str  # "train" or "test"
     synthetic: bool = False
+    files: tuple[str, ...] = ()  # the images and labels files read, when read from files
+    canonical_size: int | None = None  # the published split's size, when loaded by name
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    def describe(self) -> str:
+        """One line: what was loaded, how many images, from which files."""
+        where = ", ".join(self.files) if self.files else self.source
+        return f"data: {self.name} {self.split} split, {len(self):,} images from {where}"
+
+    def warning(self) -> str | None:
+        """A warning when a named set resolved to fewer images than its canonical split holds."""
+        if self.canonical_size is None or len(self) >= self.canonical_size:
+            return None
+        return (f"warning: {self.name!r} resolved to {self.source}, which holds {len(self):,} {self.split} "
+                f"images, a subset of the canonical {self.canonical_size:,}; numbers from it are not "
+                f"comparable with full-{self.name} results (pass --data FOLDER to choose the files)")
+
+    def messages(self) -> list[str]:
+        """`describe()` and, when there is one, `warning()`: what a command prints about its data."""
+        return [self.describe(), *filter(None, [self.warning()])]
 
 
 def _check_split(split: str) -> str:
@@ -96,6 +122,7 @@ def load_folder(folder: str | os.PathLike, split: str = "train", name: str | Non
         name=name or folder.resolve().name,
         source=str(folder),
         split=split,
+        files=(str(image_path), str(label_path)),
     )
 
 
@@ -103,12 +130,6 @@ def user_cache_dir(name: str) -> Path:
     """Where downloads of data set `name` go: $XDG_CACHE_HOME/gankit/<name> or ~/.cache/gankit/<name>."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "gankit" / name
-
-
-def _shared_mnist_folders(start: Path) -> list[Path]:
-    # The project keeps real MNIST files in <project>/../shared/data/mnist, and a
-    # copy of a checkout may carry them as ./shared/data/mnist: walk up for either.
-    return [parent / "shared" / "data" / "mnist" for parent in (start, *start.parents)]
 
 
 def candidate_folders(name: str) -> list[Path]:
@@ -119,8 +140,6 @@ def candidate_folders(name: str) -> list[Path]:
     candidates.append(user_cache_dir(name))
     if name == "fashion-mnist":
         candidates.append(DEBIAN_FASHION_MNIST)
-    if name == "mnist":
-        candidates.extend(_shared_mnist_folders(Path.cwd()))
     return candidates
 
 
@@ -146,7 +165,7 @@ def load_named(name: str, split: str = "train", *, allow_download: bool = True, 
     _check_split(split)
     folder = find_local(name, split)
     if folder is not None:
-        return load_folder(folder, split, name=name)
+        return _named(load_folder(folder, split, name=name))
     searched = "\n".join(f"  {p}" for p in candidate_folders(name))
     if not allow_download:
         raise DataError(
@@ -157,7 +176,11 @@ def load_named(name: str, split: str = "train", *, allow_download: bool = True, 
 
     cache = user_cache_dir(name)
     download_dataset(name, [s + ".gz" for s in SPLIT_FILES[split]], cache, progress=progress)
-    return load_folder(cache, split, name=name)
+    return _named(load_folder(cache, split, name=name))
+
+
+def _named(ds: Dataset) -> Dataset:
+    return dataclasses.replace(ds, canonical_size=CANONICAL_SIZES.get(ds.name, {}).get(ds.split))
 
 
 def load_dataset(spec: str, split: str = "train", *, allow_download: bool = True, progress: bool = True) -> Dataset:
@@ -201,5 +224,5 @@ def default_dataset(split: str = "train") -> Dataset:
     _check_split(split)
     folder = find_local("mnist", split)
     if folder is not None:
-        return load_folder(folder, split, name="mnist")
+        return _named(load_folder(folder, split, name="mnist"))
     return synthetic_split(split)

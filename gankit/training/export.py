@@ -27,7 +27,6 @@ while our ``uniform`` (on [-1, 1]) has no torch-fidelity counterpart.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import time
@@ -44,6 +43,7 @@ from torch import nn
 
 from gankit.contract import (CONTRACT_VERSION, IMAGE_SIZE, INPUT_LABEL, INPUT_Z, OUTPUT_IMAGE,
                              ModelCard)
+from gankit.atomic import commit, staged_file
 from gankit.errors import MissingDependencyError, ModelFileError
 
 __all__ = ["ParityReport", "export_generator", "export_from_checkpoint", "card_for",
@@ -71,18 +71,6 @@ class ParityReport:
         """The largest difference over all batches."""
         return max(self.max_abs_diff.values())
 
-    def as_dict(self) -> dict[str, Any]:
-        """Plain dict for JSON output."""
-        return {
-            "path": str(self.path),
-            "max_abs_diff": {str(k): v for k, v in self.max_abs_diff.items()},
-            "tolerance": self.tolerance,
-            "size_bytes": self.size_bytes,
-            "weights_sha256": self.weights_sha256,
-            "seconds": self.seconds,
-            "resized_from": self.resized_from,
-        }
-
 
 class _ContractModule(nn.Module):
     """The graph we export: the generator, resized to 28x28 if needed, clamped to its range."""
@@ -101,19 +89,14 @@ class _ContractModule(nn.Module):
 
 
 def weights_sha256(model: Any) -> str:
-    """sha256 over the graph's initializers, in name order (name, dtype, shape and values).
+    """The ``gankit.weights_sha256`` of ``model``: `gankit.runtime.model_sha256` of its bytes.
 
-    Hashing decoded arrays rather than the raw protobuf makes the hash independent of how
-    the bytes are laid out (raw_data vs typed fields).
+    It covers everything but the metadata (weights, graph, doc string), so set the rest of
+    the model before calling this; the runtime checks it against the file on every load.
     """
-    from onnx import numpy_helper
+    from gankit.runtime import model_sha256
 
-    h = hashlib.sha256()
-    for init in sorted(model.graph.initializer, key=lambda t: t.name):
-        arr = np.ascontiguousarray(numpy_helper.to_array(init))
-        h.update(f"{init.name}|{arr.dtype.str}|{arr.shape}|".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
+    return model_sha256(model.SerializeToString())
 
 
 def _require_export_tools() -> None:
@@ -250,6 +233,7 @@ def export_generator(module: nn.Module, card: ModelCard, out_path: str | os.Path
         model = _trace(wrapped, card)
         _check_signature(model, card)
 
+        model.doc_string = f"gankit {card.plugin} generator ({card.label_mode}), classes {list(card.classes)}"
         sha = weights_sha256(model)
         card = dataclasses.replace(
             card, weights_sha256=sha,
@@ -257,24 +241,18 @@ def export_generator(module: nn.Module, card: ModelCard, out_path: str | os.Path
         del model.metadata_props[:]
         for key, value in card.to_metadata().items():
             model.metadata_props.add(key=key, value=value)
-        model.doc_string = f"gankit {card.plugin} generator ({card.label_mode}), classes {list(card.classes)}"
         try:
             onnx.checker.check_model(model, full_check=True)
         except Exception as exc:
             raise ModelFileError(f"cannot export: onnx.checker rejected the graph ({exc})") from None
 
-        try:
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ModelFileError(f"cannot create {out_path.parent}: {exc.strerror or exc}") from None
-        # The temporary file sits beside the target so the final rename is atomic.
-        tmp = out_path.parent / f".{out_path.name}.{os.getpid()}.part"
-        try:
+        # Staged beside the target: parity is checked on the very file that is then renamed into place.
+        with staged_file(out_path, "ONNX file", ModelFileError) as (handle, tmp):
             try:
-                with open(tmp, "wb") as f:
-                    f.write(model.SerializeToString())
-                    f.flush()
-                    os.fsync(f.fileno())
+                handle.write(model.SerializeToString())
+                handle.flush()
+                os.fsync(handle.fileno())
+                handle.close()  # closed before onnxruntime opens it, which some platforms need
             except OSError as exc:
                 raise ModelFileError(f"cannot write {out_path}: {exc.strerror or exc}") from None
             diffs = _parity(tmp, wrapped, card, parity_batches, seed)
@@ -285,11 +263,9 @@ def export_generator(module: nn.Module, card: ModelCard, out_path: str | os.Path
                                      f"{tolerance:g} ({worst}); no file written")
             size = tmp.stat().st_size
             try:
-                os.replace(tmp, out_path)
+                commit(None, tmp, out_path)
             except OSError as exc:
                 raise ModelFileError(f"cannot write {out_path}: {exc.strerror or exc}") from None
-        finally:
-            tmp.unlink(missing_ok=True)
     finally:
         module.train(was_training)
     return ParityReport(path=out_path, max_abs_diff=diffs, tolerance=tolerance, size_bytes=size,
