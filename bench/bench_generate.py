@@ -17,19 +17,13 @@ The generator is the default conditional MLP: z 100 + one-hot label -> 256 -> 51
 ``--sweep`` also times onnxruntime's thread and graph-optimisation settings (how the
 runtime's `SessionOptions` were chosen).
 
-What it showed on the 2-core project machine (shared with other work, so wall times
-moved a lot between runs; CPU times are steadier): cold start ~0.30 s wall vs ~1.3 s
-for torch (4.4x). Throughput at batch
-1024 is the same as torch eager at the same thread count (~0.95-1.0x; ~1.9x torch on
-one thread): both spend the time in fp32 GEMMs (onnxruntime's MLAS vs torch's MKL), which
-no session option changes; on an idle 16-core Xeon pinned to 2 cores MKL was faster
-(0.65x). Batch-1 latency ~0.23 ms, 1.4x torch on one thread, 0.85x torch on two.
+Measured results, with the machine line they come from: bench/results/generate.txt
+(this script's printed output; the README's Generation table quotes it).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import resource
 import statistics
@@ -159,16 +153,14 @@ def main() -> None:
 
     from gankit.runtime import load_generator
 
-    spec = importlib.util.spec_from_file_location("test_no_torch", REPO / "tests" / "test_no_torch.py")
-    sys.path.insert(0, str(REPO / "tests"))  # test_no_torch imports tests/helpers_models.py
-    light = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(light)
+    sys.path.insert(0, str(REPO / "tests"))
+    from light_venv import ensure_light_venv  # the torch-free venv tests/test_no_torch.py runs in
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         module = build_model(folder)
-        venv = light.ensure_light_venv(REPO)
+        venv = ensure_light_venv(REPO)
 
         ours_cmd = [str(venv / "bin" / "gankit"), "generate", "--digit", "7", "-n", "64", "-o", "x.png",
                     "--model", str(folder / "bench.onnx")]

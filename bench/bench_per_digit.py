@@ -23,19 +23,7 @@ op, small matrices that cannot fill the device, per-run start-up. On a GPU a sma
 step is almost all launch overhead and ten of them cost about one; on a CPU a step of the
 default MLP is already compute-bound, so expect much less there.
 
-Results (2026-11-23), default MLP (256-512-1024 / 1024-512-256), batch 32 per digit:
-
-| device | N | vs 10 x per-digit --digits d: wall | steady | vs 10 x unconditional --digits d: wall | steady |
-|---|---:|---:|---:|---:|---:|
-| NVIDIA H100, torch 2.11 (median of 2) | 200 | 4.81x | 7.81x | 3.87x | 5.98x |
-| NVIDIA H100, DCGAN (Keras seed nets), 1 run | 100 | 4.91x | 5.88x | - | - |
-| 2 threads of a 16-core Xeon, torch 2.11 (median of 2) | 50 | 1.41x | 1.34x | - | - |
-| this project's 2-core CPU, heavily shared (1 run) | 50 | 4.66x | 5.09x | - | - |
-
-"wall" includes each run's start-up, final sample grid and checkpoint (ten of each for
-the sequential side); "steady" compares step rates after warm-up. On a quiet CPU the
-gain is small because the FLOPs are the same; on an oversubscribed CPU the ten small
-runs suffer far more from thread contention than one big one, hence the last row.
+Measured results, with the machines and date they come from: bench/results/per_digit.md.
 """
 
 from __future__ import annotations
@@ -52,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import shared_mnist, steady_steps_per_s  # noqa: E402  (bench/ is on sys.path as the script's folder)
 from gankit.config import TrainConfig  # noqa: E402
 from gankit.data import load_dataset  # noqa: E402
 from gankit.registry import load_plugin  # noqa: E402
@@ -78,9 +67,7 @@ def one_run(images, labels, plugin: str, classes: tuple[int, ...], args) -> dict
         if args.device != "cpu" and torch.cuda.is_available():
             torch.cuda.synchronize()
         wall = time.perf_counter() - t0
-    rows = [r for r in result.metrics if "steps_per_s" in r][1:]  # the first interval includes warm-up
-    steady = (LOG_EVERY * len(rows) / sum(LOG_EVERY / r["steps_per_s"] for r in rows)) if rows else float("nan")
-    return {"wall_s": wall, "steady_steps_per_s": steady}
+    return {"wall_s": wall, "steady_steps_per_s": steady_steps_per_s(result.metrics, LOG_EVERY)}
 
 
 def sequential(images, labels, plugin: str, args) -> dict:
@@ -101,7 +88,7 @@ def main() -> None:
                     help="plugin for the ten sequential single-digit runs")
     ap.add_argument("--repeats", type=int, default=1, help="repeat both sides, alternating order; medians shown")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
-    ap.add_argument("--data", default="mnist")
+    ap.add_argument("--data", default=shared_mnist(), help="MNIST IDX folder (default: %(default)s)")
     ap.add_argument("--json", type=Path, help="write the numbers here too")
     args = ap.parse_args()
     if args.steps < 2 * LOG_EVERY:

@@ -36,6 +36,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import shared_mnist, steady_steps_per_s  # noqa: E402  (bench/ is on sys.path as the script's folder)
 from gankit.config import TrainConfig  # noqa: E402
 from gankit.data import load_dataset  # noqa: E402
 from gankit.registry import load_plugin  # noqa: E402
@@ -152,10 +153,7 @@ def gankit_loop(images, labels, steps: int, precision: str = "fp32") -> float:
         trainer = Trainer(cfg, load_plugin("unconditional"), images, labels, Path(tmp) / "run",
                           dataset_name="mnist")
         result = trainer.run()
-    rows = [r for r in result.metrics if "steps_per_s" in r][1:]  # the first interval includes warm-up
-    span_steps = sum(log_every for _ in rows)
-    span_time = sum(log_every / r["steps_per_s"] for r in rows)
-    return span_steps / span_time
+    return steady_steps_per_s(result.metrics, log_every)
 
 
 # ---------------------------------------------------------------- the machine's limit
@@ -192,7 +190,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--data", default="mnist")
+    ap.add_argument("--data", default=shared_mnist(), help="MNIST IDX folder (default: %(default)s)")
     ap.add_argument("--bf16", action="store_true", help="also time gankit with bf16 autocast")
     ap.add_argument("--json", type=Path, help="write the numbers here too")
     args = ap.parse_args()

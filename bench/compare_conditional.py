@@ -18,27 +18,7 @@ one is trained here first with `gankit.training.classifier` for a few epochs on 
 10k training images, exported to ONNX and read through the same
 `gankit.eval.DigitClassifier` interface. The table says which was used.
 
-Results (2026-11-23; gankit's shipped classifier was not ready, so a private quick
-classifier was used: gankit's classifier net, 4 epochs, 98.9% on the MNIST test split).
-MLP nets 256-512-1024 / 1024-512-256, batch 64, Adam 2e-4 (0.5, 0.999), EMA 0.999,
-embed_dim 32, BCE; each mode a separate process with 2 CPU threads on a 16-core Xeon
-(torch 2.11, six such runs side by side); images per digit 300:
-
-| d_cond | at 180 s: steps | mean acc | worst digit | at 370 s: steps | mean acc | worst digit |
-|---|---:|---:|---:|---:|---:|---:|
-| projection | 6675 | 95.1% | 83.7% (8) | 13750 | 98.6% | 95.3% (8) |
-| concat | 6325 | 90.5% | 69.3% (8) | 12825 | 97.2% | 91.7% (8) |
-| acgan | 6725 | 76.1% | 0.0% (0, 9) | 13450 | 61.8% | 0.0% (1, 3, 6) |
-
-Per digit at 180 s, 0-9: projection 96.0 100.0 95.0 95.7 97.7 98.0 97.7 98.0 83.7 89.0;
-concat 93.7 100.0 94.7 95.3 86.0 98.3 85.0 99.3 69.3 83.7; acgan 0.0 100.0 100.0 75.7
-100.0 100.0 85.0 100.0 100.0 0.0. The MLP AC-GAN collapses within each class (every z
-gives the same image of a digit, see its sample grids), so a digit is either all right or
-all wrong and the mean swings between evaluations; ``ac_fake=true`` (the original
-paper's D loss) did the same (58.4% at 180 s). With the small DCGAN nets
-(``--arch dcgan --g-hidden 64,32 --d-hidden 32,64,128``, about 6 steps/s) AC-GAN
-reached 99.1% and projection 90.1% at 370 s, both far behind MLP projection per second
-until then. Projection is therefore the default.
+Measured results, with the machine and date they come from: bench/results/compare_conditional.md.
 """
 
 from __future__ import annotations
@@ -55,8 +35,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import shared_mnist  # noqa: E402  (bench/ is on sys.path as the script's folder)
 from gankit.config import TrainConfig, parse_int_list, parse_options  # noqa: E402
 from gankit.data import load_dataset  # noqa: E402
+from gankit.images import to_uint8  # noqa: E402
 from gankit.registry import load_plugin  # noqa: E402
 from gankit.training.trainer import Callbacks, Trainer  # noqa: E402
 
@@ -131,8 +113,7 @@ def digit_accuracy(trainer: Trainer, classifier, per_digit: int) -> np.ndarray:
     images = torch.cat([g(z[i:i + 2000], labels[i:i + 2000].to(trainer.device)).float().cpu()
                         for i in range(0, len(labels), 2000)]).numpy()
     trainer.G.train()
-    lo, hi = trainer.spec.value_range
-    u8 = np.clip(np.rint((images[:, 0] - lo) / (hi - lo) * 255.0), 0, 255).astype(np.uint8)
+    u8 = to_uint8(images, trainer.spec.value_range)
     predicted = classifier.predict(u8)
     return np.array([(predicted[labels.numpy() == d] == d).mean() for d in range(10)])
 
@@ -203,7 +184,7 @@ def main() -> None:
     ap.add_argument("--classifier", default="auto", help="auto, shipped, quick, or an ONNX file")
     ap.add_argument("--classifier-epochs", type=int, default=4)
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "gankit-compare")
-    ap.add_argument("--data", default="mnist")
+    ap.add_argument("--data", default=shared_mnist(), help="MNIST IDX folder (default: %(default)s)")
     ap.add_argument("--json", type=Path, help="write all numbers (with accuracy curves) here")
     args = ap.parse_args()
     args.g_hidden = parse_int_list(args.g_hidden, "--g-hidden")

@@ -38,11 +38,9 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import datetime
-import importlib.metadata
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -52,6 +50,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from common import cli, machine_info, shared_mnist, train_images  # noqa: E402  (bench/ is on sys.path)
 
 ENTRIES: dict[str, list[str]] = {
     "unconditional": ["--plugin", "unconditional"],
@@ -75,26 +75,6 @@ HIGHER_IS_BETTER = {"digit_accuracy": True, "frechet_distance": False, "kid": Fa
 # Far more steps than any budget reaches: --max-seconds is what ends every run.
 UNREACHABLE_STEPS = 1_000_000_000
 EVAL_SEED = 0
-
-
-def default_mnist() -> str:
-    """The project's real MNIST folder (the 10k-image training subset): shared/data/mnist beside the checkout."""
-    for parent in (REPO, *REPO.parents):
-        folder = parent / "shared" / "data" / "mnist"
-        if (folder / "train-images-idx3-ubyte.gz").is_file():
-            return str(folder)
-    return str(REPO.parent / "shared" / "data" / "mnist")
-
-
-def train_images(data: str) -> int:
-    """How many training images the data folder holds (the table states it)."""
-    from gankit.data import load_dataset
-
-    return len(load_dataset(data, "train"))
-
-
-def cli(*args) -> list[str]:
-    return [sys.executable, "-m", "gankit.cli", *map(str, args)]
 
 
 def run_logged(cmd: list[str], log: Path, env: dict[str, str], timeout: float) -> tuple[int, float]:
@@ -262,33 +242,6 @@ def reference_row(samples: int, split: str) -> dict[str, float]:
     }
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def machine_info() -> dict:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    return {"cpu": cpu_model(), "cpus": cpus, "python": platform.python_version(),
-            "torch": version("torch"), "onnxruntime": version("onnxruntime"), "gankit": version("gankit"),
-            "platform": platform.platform()}
-
-
 def cell(stat: dict, fmt, bold: bool = False) -> str:
     if stat["mean"] is None:
         return "—"
@@ -377,7 +330,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="trainings at once (2: one torch thread each)")
     ap.add_argument("--samples", type=int, default=5000, help="images per evaluation (default 5000)")
     ap.add_argument("--reference", choices=("test", "train"), default="test")
-    ap.add_argument("--data", default=default_mnist(), help="MNIST IDX folder (default: %(default)s)")
+    ap.add_argument("--data", default=shared_mnist(), help="MNIST IDX folder (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="where the table goes")
     ap.add_argument("--work-dir", type=Path, help="keep run folders here (and reuse finished ones)")
     args = ap.parse_args(argv)

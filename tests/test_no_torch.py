@@ -3,18 +3,15 @@
 The venv holds only the base dependencies from pyproject.toml (installed from PyPI, no
 torch) and is cached under a path keyed by pyproject's hash, so only the first run pays
 for it. The project itself is installed editable (no deps) into it on every test session,
-so the venv always runs this checkout's code. `ensure_light_venv` is also used by
-bench/bench_generate.py.
+so the venv always runs this checkout's code (tests/light_venv.py, which
+bench/bench_generate.py uses too).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
-import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
@@ -25,40 +22,9 @@ from PIL import Image
 from gankit.images import grid_shape
 from gankit.runtime import load_generator
 from helpers_models import exported_models
+from light_venv import run_pip, ensure_light_venv
 
 REPO = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("GANKIT_TEST_CACHE", Path.home() / ".cache" / "gankit-tests"))
-
-_installed: dict[str, Path] = {}
-
-
-def _pip(venv: Path, *args: str) -> None:
-    proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q", *args],
-                          capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        raise RuntimeError(f"pip {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-
-
-def ensure_light_venv(repo: Path = REPO) -> Path:
-    """A venv with gankit's base dependencies only (cached) and this checkout installed editable."""
-    if str(repo) in _installed:
-        return _installed[str(repo)]
-    pyproject = (repo / "pyproject.toml").read_bytes()
-    deps = tomllib.loads(pyproject.decode())["project"]["dependencies"]
-    key = hashlib.sha256(pyproject + sys.version.encode()).hexdigest()[:16]
-    venv = CACHE / f"light-venv-{key}"
-    if not (venv / ".ready").is_file():
-        shutil.rmtree(venv, ignore_errors=True)
-        venv.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-        # setuptools only so the editable install below can build without isolation.
-        _pip(venv, "install", *deps, "setuptools>=77")
-        (venv / ".ready").write_text("\n".join(deps))
-    _pip(venv, "install", "--no-deps", "--no-build-isolation", "-e", str(repo))
-    _installed[str(repo)] = venv
-    return venv
-
-
 def imported_modules(stderr: str) -> set[str]:
     """Module names from PYTHONPROFILEIMPORTTIME output ('import time: self | cumulative | name')."""
     return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
@@ -108,7 +74,7 @@ def test_shipped_model_travels_in_the_wheel(light_venv, tmp_path_factory, tmp_pa
             shutil.copy(REPO / name, src / name)
     (src / "gankit" / "assets").mkdir(exist_ok=True)
     shutil.copy(model, src / "gankit" / "assets" / "conditional.onnx")
-    _pip(light_venv, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src))
+    run_pip(light_venv, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src))
     (wheel,) = (tmp_path / "dist").glob("gankit-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         assert "gankit/assets/conditional.onnx" in zf.namelist()

@@ -104,3 +104,15 @@ def test_python_dash_m_gankit_and_version():
     assert "torch" in lines  # a version here; "not installed" in the light venv (tests/test_no_torch.py)
     help_text = _gankit("--help").stdout
     assert "--install-completion" in help_text and "generate" in help_text and "train" in help_text
+
+
+def test_training_public_names_resolve_lazily():
+    code = ("import sys, gankit.training as t\n"
+            "assert 'torch' not in sys.modules, 'importing gankit.training must stay cheap'\n"
+            "missing = [n for n in t.__all__ if getattr(t, n, None) is None]\n"
+            "assert not missing, missing\n"
+            "from gankit.training import standard_step, build_nets, checkpoint\n"
+            "print(len(t.__all__))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert int(proc.stdout.strip()) >= 10

@@ -1,4 +1,52 @@
-"""The heavy tier: everything that needs torch (nets, losses, trainer, checkpoints, export).
+"""The heavy tier: everything that needs torch (nets, losses, steps, trainer, checkpoints, export).
 
-Nothing outside this package imports torch at module level.
+Nothing outside this package imports torch at module level. `__all__` is what plugins
+may use; everything else here (the trainer, checkpoints, export, plots) is gankit's own
+machinery and may change between releases. The names are resolved on first use, so
+``import gankit.training`` itself stays cheap and loads no torch.
+
+* nets: `build_nets` (the built-in MLP / DCGAN pair for a `NetSpec`), the four net
+  classes, `activation`, `init_weights`;
+* losses: `get_losses` (a `LossPair` by name), `bce_d`, `bce_g`;
+* steps: `standard_step` (the default update, which a plugin's ``train_step`` may call),
+  `discriminator_scores`, `AuxiliaryLoss`, `has_batchnorm`;
+* contexts: `make_step_context` (a `StepContext` as the trainer builds it), `draw_latent`.
 """
+
+from __future__ import annotations
+
+import importlib
+
+_PUBLIC = {
+    "build_nets": "nets",
+    "MLPGenerator": "nets",
+    "MLPDiscriminator": "nets",
+    "DCGANGenerator": "nets",
+    "DCGANDiscriminator": "nets",
+    "activation": "nets",
+    "init_weights": "nets",
+    "get_losses": "losses",
+    "bce_d": "losses",
+    "bce_g": "losses",
+    "standard_step": "step",
+    "discriminator_scores": "step",
+    "AuxiliaryLoss": "step",
+    "has_batchnorm": "step",
+    "make_step_context": "context",
+    "draw_latent": "context",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gankit.training' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"gankit.training.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,79 @@
+"""What the benchmarks share: the dev machine's MNIST folder, the machine line, the CLI, step rates.
+
+Bench helper (standard library; gankit's data loader only inside `train_images`). Every
+benchmark imports it as ``common`` (bench/ is on ``sys.path`` as the script's folder).
+This is the one place in bench/ that knows this project's folder layout: gankit itself
+finds named data sets only through ``$GANKIT_DATA``, the user cache or a path, so the
+benchmarks pass the folder explicitly (``--data``), defaulting to `shared_mnist()`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_mnist() -> str:
+    """The project's real MNIST folder (the 10k-image training subset): shared/data/mnist beside the checkout."""
+    for parent in (REPO, *REPO.parents):
+        folder = parent / "shared" / "data" / "mnist"
+        if (folder / "train-images-idx3-ubyte.gz").is_file():
+            return str(folder)
+    return str(REPO.parent / "shared" / "data" / "mnist")
+
+
+def train_images(data: str) -> int:
+    """How many training images the data folder holds (result tables state it)."""
+    from gankit.data import load_dataset
+
+    return len(load_dataset(data, "train"))
+
+
+def cli(*args) -> list[str]:
+    """The real `gankit` command of this checkout, as a subprocess argument list."""
+    return [sys.executable, "-m", "gankit.cli", *map(str, args)]
+
+
+def steady_steps_per_s(metrics: list[dict], log_every: int) -> float:
+    """Step rate after warm-up, from a run's log rows: all intervals but the first, time-weighted.
+
+    Each row's ``steps_per_s`` covers the ``log_every`` steps before it; the first interval
+    includes start-up, so it is left out. NaN when fewer than two intervals were logged.
+    """
+    rows = [r for r in metrics if "steps_per_s" in r][1:]
+    if not rows:
+        return float("nan")
+    return log_every * len(rows) / sum(log_every / r["steps_per_s"] for r in rows)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_info() -> dict:
+    """The machine line every result file carries: CPU, cores, Python and library versions."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    return {"cpu": cpu_model(), "cpus": cpus, "python": platform.python_version(),
+            "torch": version("torch"), "onnxruntime": version("onnxruntime"), "gankit": version("gankit"),
+            "platform": platform.platform()}
