@@ -11,11 +11,14 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "load"]
 
 
-def load(path=None):
+def load(path=None, *, providers=None, threads=None):
     """Open an exported generator (default: the shipped conditional model).
 
     Returns a `gankit.runtime.OnnxGenerator`; call `.generate(digit=7, n=16, seed=0)`.
+    ``providers``: onnxruntime execution providers, e.g. ``["CUDAExecutionProvider",
+    "CPUExecutionProvider"]`` with onnxruntime-gpu (default CPU); ``threads``: intra-op
+    threads (default: the CPUs this process may use, at most 8).
     """
     from gankit.runtime import load_generator
 
-    return load_generator(path)
+    return load_generator(path, providers=providers, threads=threads)

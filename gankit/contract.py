@@ -8,8 +8,13 @@ Every exported gankit model has:
 * inputs ``z: float32[N, Z]`` and ``label: int64[N]`` (always both; an unconditional
   model ignores the label), with a dynamic batch dimension ``N``;
 * output ``image: float32[N, 1, 28, 28]`` in ``value_range`` (see the metadata);
-* one self-contained ``.onnx`` file (no external data);
-* the metadata properties listed in `METADATA_KEYS`, all strings (JSON where noted).
+* one self-contained ``.onnx`` file (no external data: the runtime refuses any file that
+  contains the external-data key ``location``);
+* the metadata properties listed in `METADATA_KEYS`, all strings (JSON where noted);
+* ``gankit.weights_sha256``: sha256 over the file's top-level protobuf records (fields of
+  ModelProto) in file order, leaving out the ``metadata_props`` records (field 14), which
+  hold the hash itself. It thus covers the weights, the graph, the doc string and any
+  functions; `gankit.runtime.model_sha256` computes it, and every load checks it.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ METADATA_KEYS: dict[str, str] = {
     "gankit.training_steps": "generator steps trained (integer)",
     "gankit.dataset": "data set the model was trained on",
     "gankit.created": "UTC creation time, ISO 8601",
-    "gankit.weights_sha256": "sha256 of the exported weights (initializers)",
+    "gankit.weights_sha256": "sha256 of the file without its metadata (gankit.runtime.model_sha256)",
 }
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 from PIL import Image
 
+import hostile_models as hostile
 from conftest import run_cli
 from gankit.images import grid_shape
 from gankit.runtime import load_generator
@@ -23,7 +26,21 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bad_models(models, tmp_path_factory):
-    return make_bad_models(tmp_path_factory.mktemp("bad"), models["conditional"])
+    bad = make_bad_models(tmp_path_factory.mktemp("bad"), models["conditional"])
+    folder = tmp_path_factory.mktemp("hostile")
+
+    def good():
+        return onnx.load(str(models["conditional"]))
+
+    bad["utf8"] = (hostile.write(folder / "utf8.onnx", hostile.invalid_utf8_metadata(good())),
+                   "metadata is not valid UTF-8")
+    bad["run_fails"] = (hostile.write(folder / "run_fails.onnx", hostile.fails_at_run_time(good())),
+                        "fails when run on a batch of 2")
+    bad["bit_flip"] = (hostile.write(folder / "bit_flip.onnx", hostile.flip_weight_bit(models["conditional"].read_bytes())),
+                       "do not match the gankit.weights_sha256")
+    bad["classes"] = (hostile.write(folder / "classes.onnx", hostile.restamp(
+        hostile.set_meta(good(), classes=json.dumps(list(range(100_000)))))), "claims 100,000 classes")
+    return bad
 
 
 def tiles(png, n: int, nrow: int) -> np.ndarray:
@@ -93,9 +110,20 @@ def test_unconditional_model_draws_without_digits(models, tmp_path):
     (["--digit", "seven"], "--digit takes a whole number from 0 to 9, got 'seven'"),
     (["--digit", "7", "--count", "0"], "--count must be at least 1, got 0"),
     (["--digit", "7", "--all"], "either --digit or --all"),
-    (["--digit", "7", "-o", "x.jpg"], "use a .png file"),
+    (["--digit", "7", "-o", "x.gif"], "use a .png, .jpg or .webp file"),
     (["--digit", "5", "--per-class"], "cannot draw 5"),
     (["--digit", "5", "-n", "257"], "at most 256 images per digit"),
+    # the request cap comes before any array is built (issue 9.6)
+    (["--digit", "5", "-n", "200000000", "-o", "x.npy"], "asks for 200,000,000 images; at most 1,000,000"),
+    (["-n", str(10**12), "-o", "x.npy"], "at most 1,000,000 per call"),
+    (["-n", str(2**64), "-o", "x.npy"], "at most 1,000,000 per call"),
+    (["--all", "-n", "200000", "-o", "x.npy"], "2000000 images asked for; at most 1000000"),
+    (["--all", "-n", "256", "--scale", "32"], "that grid would be 245,824 x 9,664 pixels; at most 100,000,000"),
+    (["--digit", "1", "-d", "2", "-n", "256", "--scale", "32", "-o", "x.webp"], "that grid would be"),
+    (["--seed", "-1"], "--seed: a seed must be from 0 to 2**64 - 1, got -1"),
+    (["--seed", str(2**70)], "--seed: a seed must be from 0 to 2**64 - 1"),
+    (["--digit", "7", "-o", ""], "--output is empty"),
+    (["--digit", "7", "-o", "  "], "--output is empty"),
 ])
 def test_usage_errors_exit_2_without_output(models, tmp_path, args, message):
     if "--per-class" in args:
@@ -111,7 +139,7 @@ def test_usage_errors_exit_2_without_output(models, tmp_path, args, message):
 
 
 @pytest.mark.parametrize("name", ["missing", "text", "truncated", "no_metadata", "wrong_inputs", "external_outside",
-                                  "fixed_batch"])
+                                  "fixed_batch", "utf8", "run_fails", "bit_flip", "classes"])
 def test_bad_model_files_exit_1_with_a_message(bad_models, tmp_path, name):
     path, pattern = bad_models[name]
     proc = run_cli("generate", "--digit", 7, "-o", tmp_path / "x.png", "--model", path)
@@ -186,3 +214,72 @@ def test_info_on_bad_models_exits_1(bad_models):
         proc = run_cli("info", bad_models[name][0], "--json")
         assert proc.returncode == 1 and proc.stdout == "" and "error: " in proc.stderr, name
 
+
+
+@pytest.mark.parametrize("suffix, fmt", [(".jpg", "JPEG"), (".jpeg", "JPEG"), (".webp", "WEBP")])
+def test_jpeg_and_webp_grids(models, tmp_path, suffix, fmt):
+    out = tmp_path / f"g{suffix}"
+    proc = run_cli("generate", "--digit", 7, "--digit", 2, "-n", 5, "--seed", 4, "-o", out,
+                   "--model", models["conditional"])
+    assert proc.returncode == 0, proc.stderr
+    image = Image.open(out)
+    height, width = grid_shape(10, 28, 28, 5)
+    assert image.format == fmt and image.height == height and image.width > width
+    # lossy, but the digits are still there: close to the PNG's pixels on average
+    png = tmp_path / "g.png"
+    run_cli("generate", "--digit", 7, "--digit", 2, "-n", 5, "--seed", 4, "-o", png, "--model", models["conditional"],
+            check=True)
+    diff = np.abs(np.asarray(image.convert("L"), dtype=int) - np.asarray(Image.open(png), dtype=int))
+    assert diff.mean() < 12
+
+
+def _peak_rss_mb(args: list[str], cwd) -> tuple[int, str, float]:
+    """Exit code, stderr and peak RSS of one `gankit` run.
+
+    A small Python process starts it and reads its rusage with os.wait4: a child forked
+    straight from pytest would count pytest's own (torch-sized) memory before its exec.
+    """
+    probe = ("import json, os, subprocess, sys\n"
+             "p = subprocess.Popen([sys.executable, '-m', 'gankit.cli', *sys.argv[1:]], stdout=subprocess.DEVNULL,"
+             " stderr=subprocess.PIPE)\n"
+             "err = p.stderr.read().decode()\n"
+             "_, status, usage = os.wait4(p.pid, 0)\n"
+             "print(json.dumps([os.waitstatus_to_exitcode(status), err, usage.ru_maxrss / 1024]))\n")
+    proc = subprocess.run([sys.executable, "-c", probe, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    code, err, peak = json.loads(proc.stdout)
+    return code, err, peak
+
+
+@pytest.mark.parametrize("count", ["200000000", str(10**12), str(2**64)])
+def test_huge_counts_cost_no_memory(models, tmp_path, count):
+    code, err, peak = _peak_rss_mb(["generate", "-n", count, "-o", "x.npy", "--model", str(models["conditional"])],
+                                   tmp_path)
+    assert code == 2 and "at most 1,000,000" in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert peak < 400, f"{peak:.0f} MB"  # the old code built 1.6 GB of labels first
+
+
+def test_ctrl_c_while_a_command_module_imports_prints_no_traceback(models, tmp_path):
+    """SIGINT arrives while `gankit.cli.generate` is being imported (an import hook sends it)."""
+    script = (
+        "import os, signal, sys\n"
+        "class Hook:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'gankit.cli.generate':\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Hook())\n"
+        "sys.argv = ['gankit', 'generate', '-o', 'x.png']\n"
+        "from gankit.cli import main\n"
+        "main()\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130 and proc.stderr == "interrupted\n", proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_control_characters_never_reach_the_terminal(models, tmp_path):
+    model = hostile.set_meta(onnx.load(str(models["conditional"])), dataset="mnist\x1b[31mRED\x1b[0m\x07")
+    path = hostile.write(tmp_path / "ctl.onnx", hostile.restamp(model))
+    for args in (["info", path], ["info", path, "--json"]):
+        proc = run_cli(*args)
+        assert proc.returncode == 0, proc.stderr
+        assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout and "mnist[31mRED[0m" in proc.stdout

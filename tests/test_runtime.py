@@ -6,6 +6,12 @@ from a good one with the `onnx` package, each broken in exactly one way.
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+import time
+
 import numpy as np
 import onnx
 import pytest
@@ -16,7 +22,8 @@ from gankit import runtime
 from gankit.errors import ModelFileError, UsageError
 from gankit.images import to_uint8
 from gankit.runtime import OnnxGenerator, load_generator
-from helpers_models import Z, exported_models, exported_module, externalise, make_bad_models
+import hostile_models as hostile
+from helpers_models import Z, exported_models, exported_module, make_bad_models
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +38,7 @@ def bad_models(models, tmp_path_factory):
 
 BAD_NAMES = ["missing", "text", "truncated", "empty", "directory", "no_metadata", "bad_metadata", "wrong_inputs",
              "fixed_batch", "wrong_z_dim", "external_outside", "external_absolute", "external_symlink",
-             "external_missing", "too_big"]
+             "external_missing", "external_inside", "too_big"]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
@@ -42,23 +49,16 @@ def test_bad_model_files_are_refused_with_a_clear_message(bad_models, name):
     assert str(path.name) in str(err.value)
 
 
-def test_external_data_outside_is_refused_before_onnxruntime_opens_it(bad_models, monkeypatch):
+def test_external_data_is_refused_before_onnxruntime_opens_anything(bad_models, monkeypatch):
     import onnxruntime
 
     def boom(*args, **kwargs):
         raise AssertionError("onnxruntime was asked to open a model that should have been refused")
 
     monkeypatch.setattr(onnxruntime, "InferenceSession", boom)
-    for name in ("external_outside", "external_absolute", "external_symlink"):
-        with pytest.raises(ModelFileError, match="refusing external data"):
+    for name in ("external_outside", "external_absolute", "external_symlink", "external_missing", "external_inside"):
+        with pytest.raises(ModelFileError, match="refers to external data.*one self-contained .onnx file"):
             load_generator(bad_models[name][0])
-
-
-def test_external_data_inside_the_folder_is_fine(models, tmp_path):
-    model = externalise(onnx.load(str(models["conditional"])), "weights.bin", tmp_path / "weights.bin")
-    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
-    ext = load_generator(tmp_path / "m.onnx")
-    assert np.array_equal(ext.generate(4, n=5, seed=1), load_generator(models["conditional"]).generate(4, n=5, seed=1))
 
 
 def test_card_and_io_are_read_back(models):
@@ -150,6 +150,13 @@ def test_normal_latent_statistics(models):
     ({"digit": []}, "list of digits is empty"),
     ({"n": 0}, "positive whole number"),
     ({"n": runtime.MAX_IMAGES + 1}, "at most 1000000 per call"),
+    # the total is checked before any array is built: no MemoryError, no OverflowError
+    ({"n": 10**12}, "1000000000000 images asked for"),
+    ({"n": 2**64}, "18446744073709551616 images asked for"),
+    ({"digit": [1, 2], "n": 600_000}, "1200000 images asked for"),
+    ({"seed": -1}, "seed must be from 0 to 2\\*\\*64 - 1, got -1"),
+    ({"seed": 2**70}, "seed must be from 0 to 2\\*\\*64 - 1"),
+    ({"seed": 1.5}, "seed must be a whole number"),
 ])
 def test_bad_requests_are_usage_errors(models, kwargs, pattern):
     with pytest.raises(UsageError, match=pattern):
@@ -191,3 +198,144 @@ def test_session_is_tuned_for_a_small_cpu_model(models):
     one = load_generator(models["conditional"], threads=1)
     assert one._session.get_session_options().intra_op_num_threads == 1
     assert np.array_equal(one.generate(4, n=3), load_generator(models["conditional"]).generate(4, n=3))
+
+
+# -- hostile files (issue 9.1, 9.4, 9.9) ------------------------------------------------------
+
+def test_function_attribute_pointing_outside_is_refused_and_nothing_is_opened(tmp_path):
+    """A function's default tensor attribute stored as external data at ../../../etc/passwd.
+
+    The old walker skipped FunctionProto.attribute_proto; onnxruntime 1.17-1.19 then read
+    the file (measured). Under strace, no file outside the model's folder may be opened
+    between the start and the end of the load.
+    """
+    folder = tmp_path / "a" / "b" / "c"
+    (tmp_path / "secret.txt").write_text("outside the model's folder\n")
+    for target in ("../../../" * 6 + "etc/passwd", "../../../secret.txt", str(tmp_path / "secret.txt")):
+        model = hostile.write(folder / "leak.onnx", hostile.function_attribute_leak(target))
+        with pytest.raises(ModelFileError, match="refers to external data"):
+            load_generator(model)
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed: the no-open check needs it")
+    script = (
+        "import os, sys\n"
+        "from gankit.runtime import load_generator\n"
+        "from gankit.errors import ModelFileError\n"
+        "import onnxruntime\n"  # loaded before the window: its own libraries are not the model's doing
+        "try: os.stat('/gankit-strace-start')\n"
+        "except OSError: pass\n"
+        "try: load_generator(sys.argv[1])\n"
+        "except ModelFileError as exc: print(exc)\n"
+        "try: os.stat('/gankit-strace-end')\n"
+        "except OSError: pass\n")
+    trace = tmp_path / "trace.txt"
+    model = hostile.write(folder / "leak.onnx", hostile.function_attribute_leak("../../../" * 6 + "etc/passwd"))
+    proc = subprocess.run(["strace", "-f", "-qq", "-e", "trace=open,openat,openat2,stat,newfstatat,statx",
+                           "-o", str(trace), sys.executable, "-c", script, str(model)],
+                          capture_output=True, text=True, timeout=120)
+    assert "refers to external data" in proc.stdout, proc.stderr
+    lines = trace.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if "gankit-strace-start" in line)
+    end = next(i for i, line in enumerate(lines) if "gankit-strace-end" in line)
+    opened = [line for line in lines[start + 1:end] if "open" in line]
+    outside = [line for line in opened if str(folder) not in line]
+    assert opened and not outside, outside
+    assert not any("passwd" in line or "secret" in line for line in lines[start:end])
+
+
+def test_the_cause_of_an_onnxruntime_refusal_is_not_cut_off(models, tmp_path):
+    model = onnx.load(str(models["conditional"]))
+    model.ir_version = 99
+    path = hostile.write(tmp_path / "ir99.onnx", model.SerializeToString())
+    with pytest.raises(ModelFileError, match="Unsupported model IR version: 99") as err:
+        load_generator(path)
+    assert "onnxruntime_src" not in str(err.value) and ".cc:" not in str(err.value)
+
+
+def test_a_model_that_fails_when_run_is_refused_at_load_with_one_line(models, tmp_path):
+    path = hostile.write(tmp_path / "gather.onnx", hostile.fails_at_run_time(onnx.load(str(models["conditional"]))))
+    with pytest.raises(ModelFileError, match=r"fails when run on a batch of 2 \(.*out of") as err:
+        load_generator(path)
+    assert "\n" not in str(err.value)
+
+
+def test_run_time_memory_is_capped(models, tmp_path):
+    def good():
+        return onnx.load(str(models["conditional"]))
+
+    # 400 GB on the two-row probe: refused at load, by the arena or by the allocator
+    path = hostile.write(tmp_path / "huge.onnx", hostile.allocates(good(), 50_000_000_000))
+    with pytest.raises(ModelFileError, match="fails when run on a batch of 2"):
+        load_generator(path)
+    # 400 MB per row: the probe (800 MB) runs, a batch of 8 (3.2 GB) is over the 2 GiB cap
+    per_row = 100_000_000
+    assert 2 * per_row * 4 < runtime.ARENA_BYTES < 8 * per_row * 4
+    gen = load_generator(hostile.write(tmp_path / "big.onnx", hostile.allocates(good(), per_row)))
+    assert gen._session.get_session_options().get_session_config_entry("session.use_env_allocators") == "1"
+    with pytest.raises(ModelFileError, match=r"fails when run on a batch of 8 \(.*(memory|allocate)"):
+        gen.generate(3, n=8)
+
+
+def test_metadata_that_is_not_utf8_is_refused(models, tmp_path):
+    path = hostile.write(tmp_path / "utf8.onnx", hostile.invalid_utf8_metadata(onnx.load(str(models["conditional"]))))
+    with pytest.raises(ModelFileError, match="metadata is not valid UTF-8"):
+        load_generator(path)
+
+
+def test_control_characters_in_metadata_are_stripped(models, tmp_path):
+    model = hostile.set_meta(onnx.load(str(models["conditional"])), dataset="mnist\x1b[31m red\x07\u202e!")
+    model.metadata_props.add(key="note\x1b]0;title\x07", value="a\rb\x9bc")
+    gen = load_generator(hostile.write(tmp_path / "ctl.onnx", hostile.restamp(model)))
+    assert gen.card.dataset == "mnist[31m red!"
+    assert dict(gen.card.extra) == {"note]0;title": "abc"}
+
+
+def test_a_flipped_bit_in_the_weights_is_refused(models, tmp_path):
+    raw = models["conditional"].read_bytes()
+    assert runtime.model_sha256(raw) == load_generator(models["conditional"]).card.weights_sha256
+    path = hostile.write(tmp_path / "flip.onnx", hostile.flip_weight_bit(raw))
+    with pytest.raises(ModelFileError, match="do not match the gankit.weights_sha256.*damaged or altered"):
+        load_generator(path)
+
+
+def test_the_shipped_models_carry_their_hash():
+    for name in ("conditional.onnx", "per-digit.onnx"):
+        path = runtime.shipped_model_path().parent.parent / "exports" / name
+        if not path.is_file():
+            path = runtime.shipped_model_path().with_name(name)
+        if path.is_file():
+            assert load_generator(path).card.weights_sha256 == runtime.model_sha256(path.read_bytes())
+
+
+def test_metadata_claiming_too_many_classes_is_refused(models, tmp_path):
+    model = hostile.set_meta(onnx.load(str(models["conditional"])), classes=json.dumps(list(range(100_000))))
+    with pytest.raises(ModelFileError, match="claims 100,000 classes; at most 256"):
+        load_generator(hostile.write(tmp_path / "classes.onnx", hostile.restamp(model)))
+    model = hostile.set_meta(onnx.load(str(models["conditional"])), classes="[3, 300]")
+    with pytest.raises(ModelFileError, match="not distinct ids from 0 to 255"):
+        load_generator(hostile.write(tmp_path / "classes300.onnx", hostile.restamp(model)))
+
+
+def test_a_padded_model_is_refused_quickly_before_onnxruntime_parses_it(models, tmp_path, monkeypatch):
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", lambda *a, **k: pytest.fail("onnxruntime got it"))
+    # 30 MB of empty records: onnxruntime's parser would build 15 million objects (~1.6 GB)
+    path = hostile.write(tmp_path / "padded.onnx", hostile.padded(models["conditional"].read_bytes(), 15_000_000))
+    started = time.perf_counter()
+    with pytest.raises(ModelFileError, match="more than 1,000,000 protobuf fields; padded"):
+        load_generator(path)
+    assert time.perf_counter() - started < 10  # ~1 s on a 2-core CI machine; the old walker took 46 s at 255 MB
+
+
+def test_providers_and_threads_through_gankit_load(models):
+    gen = gankit.load(models["conditional"], providers=["CPUExecutionProvider"], threads=1)
+    assert gen._session.get_providers() == ["CPUExecutionProvider"]
+    assert gen._session.get_session_options().intra_op_num_threads == 1
+    assert np.array_equal(gen.generate(4, n=3), load_generator(models["conditional"]).generate(4, n=3))
+    assert gankit.load(models["conditional"], providers=[("CPUExecutionProvider", {})]).generate(4, n=1).shape == (1, 28, 28)
+    with pytest.raises(UsageError, match="'NoSuchExecutionProvider' is not available.*CPUExecutionProvider"):
+        gankit.load(models["conditional"], providers=["NoSuchExecutionProvider"])
+    for bad in ("CPUExecutionProvider", [], [("CPUExecutionProvider", "x")], [3]):
+        with pytest.raises(UsageError, match="provider"):
+            gankit.load(models["conditional"], providers=bad)
