@@ -86,11 +86,16 @@ def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
     return right - left, bottom - top
 
 
+# The suffix picks the format (.jpg, .webp for `gankit generate`); anything else is PNG.
+# A fixed table, not Image.registered_extensions(): that imports every Pillow plugin,
+# a tenth of `gankit generate`'s cold start.
+_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
 def _write_png(image: Image.Image, path, what: str) -> Path:
     path = Path(path)
     with atomic_write(path, what) as handle:
-        # The suffix picks the format (.jpg, .webp for `gankit generate`); anything else is PNG.
-        image.save(handle, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
+        image.save(handle, format=_FORMATS.get(path.suffix.lower(), "PNG"))
     return path
 
 
