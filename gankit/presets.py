@@ -29,7 +29,7 @@ PRESETS: dict[str, Preset] = {
             name="dl4j-mlp",
             seed_file="000_be8afac14315a972.txt",
             summary="Deeplearning4j: MLP z(10)->128->512->784, ReLU; D 784->256->128->128->1; BCE; SGD 0.01; 10 D steps per G step",
-            config=TrainConfig(
+            config=TrainConfig.make(
                 z_dim=10, g_hidden=(128, 512), d_hidden=(256, 128, 128),
                 g_activation="relu", d_activation="relu", output_activation="relu",
                 d_dropout=0.0, init="xavier", loss="bce", optimizer="sgd",
@@ -43,7 +43,7 @@ PRESETS: dict[str, Preset] = {
             name="keras-dcgan",
             seed_file="001_f9865a5ae1e2709d.txt",
             summary="Keras DCGAN at 28x28: Dense->7x7x128, upsample+conv 128/64, BN(0.8), tanh; D conv 32/64/128/256, LeakyReLU 0.2, dropout 0.25; BCE; Adam(2e-4, 0.5); batch 32",
-            config=TrainConfig(
+            config=TrainConfig.make(
                 arch="dcgan", z_dim=100, g_hidden=(128, 64), d_hidden=(32, 64, 128, 256),
                 g_activation="relu", d_activation="leaky_relu", output_activation="tanh",
                 d_dropout=0.25, loss="bce", optimizer="adam", lr_g=2e-4, lr_d=2e-4,
@@ -55,7 +55,7 @@ PRESETS: dict[str, Preset] = {
             name="paddle-lsgan",
             seed_file="002_3a7560f01b916c3b.txt",
             summary="PaddlePaddle: MLP 100->256->512->1024 (32x32), ReLU, tanh; D 1024->512->256->1, LeakyReLU 0.2, sigmoid; MSE (least squares); Adam(2e-4, 0.5); batch 32; 32x32 images",
-            config=TrainConfig(
+            config=TrainConfig.make(
                 image_size=32, z_dim=100, g_hidden=(256, 512), d_hidden=(512, 256),
                 g_activation="relu", d_activation="leaky_relu", output_activation="tanh",
                 d_dropout=0.0, loss="ls", ls_sigmoid=True, optimizer="adam",
@@ -69,7 +69,7 @@ PRESETS: dict[str, Preset] = {
             name="tf1-mlp",
             seed_file="003_0ff622aefcfd5a36.txt",
             summary="TensorFlow 1: MLP z(100, uniform[-1,1])->128->784, ReLU, sigmoid; D 784->128->1; BCE non-saturating; Adam defaults; batch 128; Xavier init; 10k iterations",
-            config=TrainConfig(
+            config=TrainConfig.make(
                 z_dim=100, g_hidden=(128,), d_hidden=(128,), g_activation="relu",
                 d_activation="relu", output_activation="sigmoid", d_dropout=0.0, init="he",
                 loss="bce", optimizer="adam", lr_g=1e-3, lr_d=1e-3, beta1=0.9, beta2=0.999,
@@ -81,7 +81,7 @@ PRESETS: dict[str, Preset] = {
             name="pytorch-mlp",
             seed_file="004_156ffc9b714fac87.txt",
             summary="PyTorch: MLP 100->256->512->1024->784, LeakyReLU 0.2, tanh; D 784->1024->512->256->1, dropout 0.3; BCE; Adam 2e-4; batch 32",
-            config=TrainConfig(preset="pytorch-mlp"),
+            config=TrainConfig.make(preset="pytorch-mlp"),
             notes="gankit's defaults are this recipe. The seed applies dropout even at evaluation time "
             "(F.dropout without training=self.training); gankit only drops out while training.",
         ),

@@ -8,7 +8,6 @@ single broken plugin never stops the others (or `gankit plugins`) from working.
 
     list_plugins()      -> [PluginInfo]                 # metadata only, no imports
     load_plugin(name)   -> GanPlugin                    # imports and validates one plugin
-    broken_plugins()    -> [(PluginInfo, reason)]       # imports all; for `gankit plugins`
     survey_plugins()    -> [PluginStatus]               # imports all; info, plugin or error
 """
 
@@ -31,7 +30,6 @@ __all__ = [
     "PluginStatus",
     "list_plugins",
     "load_plugin",
-    "broken_plugins",
     "survey_plugins",
 ]
 
@@ -189,7 +187,3 @@ def survey_plugins() -> list[PluginStatus]:
             statuses.append(PluginStatus(replace(info, description=plugin.description), plugin=plugin))
     return statuses
 
-
-def broken_plugins() -> list[tuple[PluginInfo, str]]:
-    """Registered plugins that cannot be used, each with the reason (naming its distribution)."""
-    return [(s.info, s.error) for s in survey_plugins() if s.error is not None]

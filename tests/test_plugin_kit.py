@@ -84,7 +84,8 @@ def test_gankit_plugins_lists_hinge(hinge_venv):
     show = gankit(hinge_venv, "plugins", "show", "hinge")
     assert show.returncode == 0, show.stderr
     for text in ("gankit-hinge 0.1.0", "gankit_hinge:plugin", "margin = 1.0", "gankit_hinge.hinge_step",
-                 "mlp, dcgan", "The `hinge` plugin: an unconditional GAN trained with the hinge loss."):
+                 "mlp, dcgan", "The `hinge` plugin: an unconditional GAN trained with the hinge loss.",
+                 "its own (--loss does not apply)", "(none: gankit's defaults)"):
         assert text in show.stdout, text
 
 
@@ -205,7 +206,7 @@ def test_relu_output_generator_conforms_like_the_dl4j_preset():
 # ----- the checker catches what it claims to catch -----------------------------------------
 
 def _plugin(**overrides) -> GanPlugin:
-    fields = dict(name="probe", description="a test probe", build=build_nets)
+    fields = dict(name="probe", description="a test probe", build=build_nets, api_version=1)
     fields.update(overrides)
     return GanPlugin(**fields)
 
@@ -339,3 +340,70 @@ def test_bad_arguments_are_usage_errors():
 def test_not_a_plugin_at_all_fails_cleanly():
     with pytest.raises(PluginCheckError, match="must be a gankit.plugin_api.GanPlugin, got dict"):
         check_plugin({"name": "nope"})
+
+
+def test_train_defaults_are_honoured_by_the_check():
+    # A WGAN-style plugin asks for 5 critic steps; the kit must run the step with them.
+    seen = []
+
+    def step(ctx, real, labels):
+        seen.append(ctx.d_steps)
+        return standard_step(ctx, real, labels)
+
+    report = check_plugin(_plugin(train_step=step, train_defaults={"d_steps": 5, "beta1": 0.0}),
+                          classes=(0, 1), export=False)
+    assert report.training["d_steps"] == 5 and report.training["beta1"] == 0.0
+    assert set(seen) == {5}
+    assert "d_steps 5" in {r.name: r.detail for r in report.results}["training steps"]
+    # An explicit argument still wins.
+    seen.clear()
+    check_plugin(_plugin(train_step=step, train_defaults={"d_steps": 5}), classes=(0, 1), export=False, d_steps=2)
+    assert set(seen) == {2}
+
+
+def test_step_that_breaks_under_bf16_autocast_is_caught():
+    # The D only works on float32 input: fine in fp32, but under autocast the generator's
+    # images arrive in bfloat16. Only the bf16 check may fail.
+    def build(spec):
+        nets = build_nets(spec)
+        forward = nets.discriminator.forward
+
+        def strict(images, labels=None):
+            if images.dtype != torch.float32:
+                raise TypeError(f"D got {images.dtype}")
+            return forward(images, labels)
+
+        nets.discriminator.forward = strict
+        return nets
+
+    failed = _failed(_plugin(build=build), classes=(0, 1))
+    assert list(failed) == ["bf16 autocast"] and "bfloat16" in failed["bf16 autocast"]
+
+
+def test_default_arch_is_the_plugins_first():
+    report = check_plugin(_plugin(supported_archs=("dcgan", "mlp")), classes=(3, 8), export=False)
+    assert report.spec.arch == "dcgan"
+
+
+def test_one_step_context_factory_is_what_the_trainer_and_kit_use():
+    import inspect
+
+    from gankit.training import conformance, trainer
+    from gankit.training.context import make_step_context
+
+    assert "make_step_context(" in inspect.getsource(trainer.Trainer.run)
+    assert "make_step_context(" in inspect.getsource(conformance.train_fresh)
+    nets = build_nets(small_spec_for_test())
+    opt = torch.optim.SGD(nets.generator.parameters(), lr=0.1)
+    ctx = make_step_context(nets, small_spec_for_test(), opt_g=opt, opt_d=opt, next_batch=lambda: None,
+                            noise="uniform", seed=4)
+    z = ctx.noise(500)
+    assert z.shape == (500, 8) and z.device == ctx.device == torch.device("cpu")
+    assert float(z.min()) >= -1 and float(z.max()) <= 1 and float(z.min()) < -0.9
+    assert ctx.torch_generator.device == ctx.device
+
+
+def small_spec_for_test():
+    from gankit.testing import small_spec
+
+    return small_spec("mlp", (0, 1))

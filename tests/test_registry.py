@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from gankit import registry
 from gankit.errors import PluginError, UsageError
 from gankit.plugin_api import GanPlugin
@@ -32,7 +33,7 @@ def build(spec):
     from gankit.training.nets import build_nets
     return build_nets(spec)
 
-plugin = GanPlugin(name="good", description="A good test plugin.", build=build,
+plugin = GanPlugin(name="good", description="A good test plugin.", build=build, api_version=1,
                    default_options={"width": 3}, supported_archs=("mlp",))
 '''
 
@@ -49,13 +50,50 @@ plugin = GanPlugin(name="future", description="From the future.", build=lambda s
 NOBUILD = '''
 from types import SimpleNamespace
 from gankit.plugin_api import GanPlugin
-plugin = GanPlugin(name="nobuild", description="Forgot build.", build=None)
+plugin = GanPlugin(name="nobuild", description="Forgot build.", build=None, api_version=1)
 notaplugin = SimpleNamespace(name="notaplugin", description="Not a GanPlugin at all.")
 '''
 
 DUP = '''
 from gankit.plugin_api import GanPlugin
-plugin = GanPlugin(name="unconditional", description="An impostor.", build=lambda spec: None)
+plugin = GanPlugin(name="unconditional", description="An impostor.", build=lambda spec: None,
+                   api_version=1)
+'''
+
+NOAPI = '''
+from gankit.plugin_api import GanPlugin
+plugin = GanPlugin(name="noapi", description="Says no API version.", build=lambda spec: None)
+'''
+
+# Nets of its own under an arch name of its own, and a loss of its own (uses_loss=False).
+TINY = '''
+"""gk_tiny: a plugin with its own nets, declared as arch 'tiny'."""
+from gankit.plugin_api import GanPlugin, Nets
+
+def build(spec):
+    import torch
+    from torch import nn
+
+    class G(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(spec.z_dim, spec.image_size * spec.image_size)
+
+        def forward(self, z, labels):
+            return torch.tanh(self.lin(z)).view(-1, 1, spec.image_size, spec.image_size)
+
+    class D(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(spec.image_size * spec.image_size, 1)
+
+        def forward(self, images, labels):
+            return self.lin(images.flatten(1)).squeeze(1)
+
+    return Nets(G(), D())
+
+plugin = GanPlugin(name="tiny", description="Own nets.", build=build, api_version=1,
+                   supported_archs=("tiny",), uses_loss=False, train_defaults={"z_dim": 4, "d_steps": 2})
 '''
 
 # folder -> (distribution, version, module, source, entry points)
@@ -66,6 +104,8 @@ DISTS = {
     "nobuild": ("gk-nobuild", "4.0", "gk_nobuild", NOBUILD,
                 {"nobuild": "gk_nobuild:plugin", "notaplugin": "gk_nobuild:notaplugin"}),
     "dup": ("gk-dup", "5.0", "gk_dup", DUP, {"unconditional": "gk_dup:plugin"}),
+    "noapi": ("gk-noapi", "6.0", "gk_noapi", NOAPI, {"noapi": "gk_noapi:plugin"}),
+    "tiny": ("gk-tiny", "7.0", "gk_tiny", TINY, {"tiny": "gk_tiny:plugin"}),
 }
 FAKE_MODULES = [d[2] for d in DISTS.values()]
 
@@ -106,11 +146,10 @@ def on_path(monkeypatch, dist_dirs):
         sys.modules.pop(module, None)
 
 
-def run_cli(args: list[str], dirs: list[Path], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(d) for d in dirs),
-               COLUMNS="250", NO_COLOR="1", TERM="dumb")
-    return subprocess.run([sys.executable, "-m", "gankit.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=120)
+def gankit_with(args: list[str], dirs: list[Path], cwd: Path) -> subprocess.CompletedProcess:
+    """The real CLI with the given fake distributions on PYTHONPATH."""
+    env = {"PYTHONPATH": os.pathsep.join(str(d) for d in dirs), "COLUMNS": "250", "NO_COLOR": "1", "TERM": "dumb"}
+    return run_cli(*args, cwd=cwd, env=env, timeout=300)
 
 
 # ----- in-process: the registry API ------------------------------------------------------
@@ -150,9 +189,10 @@ def test_unknown_name_is_a_usage_error_listing_installed(on_path):
     ("future", ["gk-future 3.0", "plugin API 99", "speaks API 1"]),
     ("nobuild", ["gk-nobuild 4.0", "`build` is not callable"]),
     ("notaplugin", ["gk-nobuild 4.0", "must be a gankit.plugin_api.GanPlugin", "SimpleNamespace"]),
+    ("noapi", ["gk-noapi 6.0", "failed to import", "api_version"]),
 ])
 def test_broken_plugin_is_a_plugin_error_naming_its_distribution(on_path, name, expected):
-    on_path("good", "boom", "future", "nobuild")
+    on_path("good", "boom", "future", "nobuild", "noapi")
     with pytest.raises(PluginError) as err:
         registry.load_plugin(name)
     for text in expected:
@@ -183,9 +223,9 @@ def test_same_distribution_seen_twice_is_one_plugin(on_path, monkeypatch, tmp_pa
     assert registry.load_plugin("good").name == "good"
 
 
-def test_broken_plugins_and_survey(on_path):
+def test_survey_reports_each_broken_plugin(on_path):
     on_path("good", "boom", "future", "nobuild", "dup")
-    broken = {info.name: why for info, why in registry.broken_plugins()}
+    broken = {s.info.name: s.error for s in registry.survey_plugins() if not s.ok}
     assert {"boom", "future", "nobuild", "notaplugin", "unconditional"} <= set(broken)
     assert "good" not in broken
     assert "gk-boom" in broken["boom"] and "gk-dup" in broken["unconditional"]
@@ -210,7 +250,7 @@ def test_entry_point_name_must_match_plugin_name(on_path, tmp_path, monkeypatch)
 # ----- subprocess: the real command --------------------------------------------------------
 
 def test_gankit_plugins_lists_and_warns_but_exits_0(dist_dirs, tmp_path):
-    result = run_cli(["plugins"], list(dist_dirs.values()), tmp_path)
+    result = gankit_with(["plugins"], list(dist_dirs.values()), tmp_path)
     assert result.returncode == 0, result.stderr
     out, err = result.stdout, result.stderr
     assert "Traceback" not in out + err
@@ -228,7 +268,7 @@ def test_gankit_plugins_lists_and_warns_but_exits_0(dist_dirs, tmp_path):
 
 
 def test_gankit_plugins_show(dist_dirs, tmp_path):
-    result = run_cli(["plugins", "show", "good"], [dist_dirs["good"], dist_dirs["boom"]], tmp_path)
+    result = gankit_with(["plugins", "show", "good"], [dist_dirs["good"], dist_dirs["boom"]], tmp_path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for text in ("A good test plugin.", "gk-good 1.0", "gk_good:plugin", "plugin API", "none (unconditional",
@@ -238,17 +278,17 @@ def test_gankit_plugins_show(dist_dirs, tmp_path):
 
 
 def test_gankit_plugins_show_errors_are_clean(dist_dirs, tmp_path):
-    unknown = run_cli(["plugins", "show", "nosuch"], [dist_dirs["good"]], tmp_path)
+    unknown = gankit_with(["plugins", "show", "nosuch"], [dist_dirs["good"]], tmp_path)
     assert unknown.returncode == 2
     assert "unknown plugin 'nosuch'" in unknown.stderr and "good" in unknown.stderr
-    broken = run_cli(["plugins", "show", "boom"], [dist_dirs["boom"]], tmp_path)
+    broken = gankit_with(["plugins", "show", "boom"], [dist_dirs["boom"]], tmp_path)
     assert broken.returncode == 1
     assert "gk-boom 2.0" in broken.stderr and "kaboom at import" in broken.stderr
     assert "Traceback" not in unknown.stderr + broken.stderr
 
 
 def test_train_with_unknown_plugin_exits_2_listing_installed(dist_dirs, tmp_path):
-    result = run_cli(["train", "--plugin", "nosuch", "--steps", "1"], [dist_dirs["good"]], tmp_path)
+    result = gankit_with(["train", "--plugin", "nosuch", "--steps", "1"], [dist_dirs["good"]], tmp_path)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "unknown plugin 'nosuch'" in result.stderr
     assert "good" in result.stderr and "unconditional" in result.stderr
@@ -256,7 +296,7 @@ def test_train_with_unknown_plugin_exits_2_listing_installed(dist_dirs, tmp_path
 
 
 def test_train_with_broken_plugin_names_its_distribution(dist_dirs, tmp_path):
-    result = run_cli(["train", "--plugin", "boom", "--steps", "1"], [dist_dirs["boom"]], tmp_path)
+    result = gankit_with(["train", "--plugin", "boom", "--steps", "1"], [dist_dirs["boom"]], tmp_path)
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert "gk-boom 2.0" in result.stderr and "Traceback" not in result.stderr
 
@@ -272,3 +312,22 @@ def test_listing_plugins_stays_light(dist_dirs, tmp_path):
                             cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("LIGHT"), result.stdout
+
+
+def test_plugin_with_its_own_arch_trains_and_warns_about_loss(dist_dirs, tmp_path):
+    # supported_archs=("tiny",): no posing as dcgan; its first arch is its default, its
+    # train_defaults may set net settings (z_dim) too, and --loss does not apply to it.
+    result = gankit_with(["train", "--plugin", "tiny", "--data", "synthetic", "--steps", "2", "--name", "t",
+                          "--loss", "ls", "-q"], [dist_dirs["tiny"]], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "plugin 'tiny' has its own loss; --loss does not apply" in result.stderr.replace("\n", " ")
+    import json
+
+    cfg = json.loads((tmp_path / "runs/t/config.json").read_text())
+    assert cfg["net"]["arch"] == "tiny" and cfg["net"]["z_dim"] == 4 and cfg["d_steps"] == 2
+    wrong = gankit_with(["train", "--plugin", "tiny", "--arch", "mlp", "--steps", "1", "--runs-dir", "r2"],
+                        [dist_dirs["tiny"]], tmp_path)
+    assert wrong.returncode == 2 and "unknown arch 'mlp' for plugin 'tiny'; choose one of: tiny" in wrong.stderr
+    assert not (tmp_path / "r2").exists()
+    show = gankit_with(["plugins", "show", "tiny"], [dist_dirs["tiny"]], tmp_path)
+    assert "z_dim=4, d_steps=2" in show.stdout and "its own (--loss does not apply)" in show.stdout

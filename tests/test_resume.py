@@ -71,6 +71,9 @@ def test_sigkill_then_resume_is_bitwise_identical(straight_run, tmp_path, mnist_
 
     resumed = run_cli("train", "--resume", run, "--quiet", check=True)
     assert resumed.returncode == 0
+    # The summary counts what this invocation ran, not the whole run.
+    assert f"done: {STEPS - killed_at} steps in " in resumed.stderr
+    assert f"resumed at step {killed_at}; now at {STEPS}" in resumed.stderr
     assert_same(final_tensors(straight_run), final_tensors(run))
     # The logged losses after the resume point are the uninterrupted run's too.
     rows = lambda p: [json.loads(line) for line in (p / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
@@ -90,6 +93,7 @@ def test_ctrl_c_commits_a_checkpoint_and_says_how_to_resume(straight_run, tmp_pa
     assert "gankit train --resume" in err and "Traceback" not in err
     steps = [json.loads(p.read_text())["step"] for p in (run / "checkpoints").glob("step-*/manifest.json")]
     assert max(steps) < STEPS
+    assert (run / "loss_curve.png").stat().st_size > 0  # drawn on interruption too
     run_cli("train", "--resume", run, "--quiet", check=True)
     assert_same(final_tensors(straight_run), final_tensors(run))
 
@@ -99,3 +103,75 @@ def test_resume_refuses_changed_config(straight_run):
     assert proc.returncode == 2 and "only --steps" in proc.stderr
     proc = run_cli("train", "--resume", straight_run)
     assert proc.returncode == 2 and "already at step" in proc.stderr
+
+
+def _rewrite_checkpoint(ckpt: Path, edit) -> None:
+    """Edit a checkpoint's state.json and re-seal its manifest, as an older gankit would have written it."""
+    import hashlib
+
+    state = json.loads((ckpt / "state.json").read_text())
+    edit(state)
+    (ckpt / "state.json").write_text(json.dumps(state, indent=1))
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    for name in manifest["files"]:
+        data = (ckpt / name).read_bytes()
+        manifest["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (ckpt / "manifest.json").write_text(json.dumps(manifest, indent=1))
+
+
+def test_a_checkpoint_with_the_old_flat_config_resumes(straight_run, tmp_path, mnist_dir):
+    import shutil
+
+    run = tmp_path / "old"
+    shutil.copytree(straight_run, run)
+    for ckpt in (run / "checkpoints").glob("step-*"):
+        shutil.rmtree(ckpt) if ckpt.name != f"step-{STEPS - 20:09d}" else None
+
+    def flatten(state):
+        cfg = state["config"]
+        cfg.update(cfg.pop("net"))  # nets at the top level, as before they were nested
+        for key in ("tb_histograms", "tb_graph"):
+            cfg.pop(key)  # settings an older gankit did not have
+        cfg["options"] = {}
+
+    _rewrite_checkpoint(run / "checkpoints" / f"step-{STEPS - 20:09d}", flatten)
+    run_cli("train", "--resume", run, "--quiet", check=True)
+    assert_same(final_tensors(straight_run), final_tensors(run))
+
+
+def test_tensorboard_keeps_every_logged_step_across_a_resume(tmp_path, mnist_dir):
+    # A run that died after logging steps 15 and 20 but before checkpointing 20: the resume
+    # from step 10 logs 15 and 20 again, and the events must hold 5, 10, 15, 20 once each.
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    common = ["--data", mnist_dir, "--runs-dir", tmp_path, "--name", "tb", "--checkpoint-every", 10,
+              "--log-every", 5, "--sample-every", 100, "--seed", 1, *SMALL_NETS, "--quiet"]
+    run_cli("train", *common, "--steps", 20, check=True)
+    run = tmp_path / "tb"
+    import shutil
+
+    shutil.rmtree(run / "checkpoints" / "step-000000020")
+    run_cli("train", "--resume", run, "--quiet", check=True)
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    logged = [e.step for e in events.Scalars("d_loss")]
+    assert logged == [5, 10, 15, 20], logged
+    rows = {r["step"]: r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+    for e in events.Scalars("d_loss"):
+        assert abs(e.value - rows[e.step]["d_loss"]) <= 1e-6 * max(1.0, abs(e.value))  # float32 in the event file
+
+
+def test_tensorboard_histograms_and_graph_on_request(tmp_path, mnist_dir):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_cli("train", "--data", mnist_dir, "--runs-dir", tmp_path, "--name", "h", "--steps", 4,
+            "--checkpoint-every", 2, "--tb-histograms", "--tb-graph", *SMALL_NETS, "--quiet", check=True)
+    events = EventAccumulator(str(tmp_path / "h" / "tb"), size_guidance={"histograms": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert any(t.startswith("generator/") for t in tags["histograms"])
+    assert any(t.startswith("discriminator/") for t in tags["histograms"])
+    assert [e.step for e in events.Histograms(tags["histograms"][0])] == [2, 4]
+    assert tags["graph"] is True

@@ -6,7 +6,7 @@ as a warning row naming its distribution and the reason, and the command still e
 because one broken third-party package must not hide the others.
 
     gankit plugins              # table: name, distribution, version, description
-    gankit plugins show NAME    # label mode, batch layout, API version, options, archs ...
+    gankit plugins show NAME    # label mode, batch layout, API, archs, train defaults, options
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def _callable_name(fn) -> str:
 def plugins_show(
     name: Annotated[str, typer.Argument(help="Plugin name, as listed by `gankit plugins`.")],
 ) -> None:
-    """Show one plugin: label mode, batch layout, API version, options, supported archs."""
+    """Show one plugin: label mode, batch layout, API version, archs, train defaults, options."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -122,6 +122,9 @@ def plugins_show(
         ("batch layout", _BATCH_LAYOUTS.get(plugin.batch_layout, plugin.batch_layout)),
         ("archs", ", ".join(plugin.supported_archs) or "(none)"),
         ("train step", _callable_name(plugin.train_step) if plugin.train_step else "standard"),
+        ("loss", "the run's --loss" if plugin.uses_loss else "its own (--loss does not apply)"),
+        ("train defaults", ", ".join(f"{k}={v!r}" for k, v in plugin.train_defaults.items())
+         or "(none: gankit's defaults)"),
         ("export module", _callable_name(plugin.export_module) if plugin.export_module
          else "the generator itself"),
         ("about", _docstring_summary(module_name)),

@@ -1,179 +1,412 @@
-"""`gankit train`: train a GAN with a plugin on a data set, with a live rich progress bar.
+"""`gankit train`: train a GAN with a plugin on a data set, with a live progress bar.
 
 Light tier at import (so `--help` never loads torch); the command body needs the heavy
-tier and says how to install it when torch is missing. Options given beside `--preset`
-override the preset. Everything is checked (options, plugin, data) before the run
-folder is created, so a bad invocation writes nothing.
+tier and says how to install it when torch is missing.
+
+The options are not written out here: one is derived from each `gankit.config` setting
+(its help, choices and parser come from the field's metadata), so a new setting is a
+new option without touching this file. A run's settings are layered, later wins:
+gankit's defaults, then the plugin's (its first supported arch and its
+``train_defaults``) or a ``--preset``, then a ``--config`` file (TOML, or a run's
+config.json), then the command line. `--help` shows the defaults that layering gives
+for the ``--plugin`` / ``--preset`` / ``--config`` on the same command line.
+
+Everything is checked (settings, plugin, data, run folder) before the run folder is
+created, so a bad invocation writes nothing.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
+from typer import _click as click
+from typer.core import TyperCommand
 
+from gankit.config import SETTINGS, TrainConfig, check_run_name, flag_of, load_config_file, setting_of
 from gankit.errors import UsageError
 
-
-def _positive(name: str, value: Optional[int]) -> None:
-    if value is not None and value <= 0:
-        raise UsageError(f"--{name} must be a positive integer, got {value}")
+# Settings that may change on --resume: how long and where to go on, not what is trained.
+RESUMABLE = ("steps", "device", "max_seconds")
 
 
-def train(
-    plugin: Annotated[Optional[str], typer.Option(help="Plugin to train (see `gankit plugins`).")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="A seed recipe: dl4j-mlp, keras-dcgan, paddle-lsgan, tf1-mlp, pytorch-mlp.")] = None,
-    data: Annotated[Optional[str], typer.Option(help="IDX folder, 'mnist', 'fashion-mnist', 'synthetic', or 'default' (local MNIST, else synthetic).")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Generator steps to train (total, also when resuming).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Batch size (per digit for per-digit).")] = None,
-    d_steps: Annotated[Optional[int], typer.Option(help="Discriminator steps per generator step.")] = None,
-    arch: Annotated[Optional[str], typer.Option(help="Nets: mlp or dcgan.")] = None,
-    loss: Annotated[Optional[str], typer.Option(help="bce (non-saturating) or ls (least squares).")] = None,
-    optimizer: Annotated[Optional[str], typer.Option(help="adam or sgd.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate for both nets.")] = None,
-    lr_g: Annotated[Optional[float], typer.Option(help="Generator learning rate.")] = None,
-    lr_d: Annotated[Optional[float], typer.Option(help="Discriminator learning rate.")] = None,
-    beta1: Annotated[Optional[float], typer.Option(help="Adam beta1.")] = None,
-    beta2: Annotated[Optional[float], typer.Option(help="Adam beta2.")] = None,
-    z_dim: Annotated[Optional[int], typer.Option(help="Latent size.")] = None,
-    image_size: Annotated[Optional[int], typer.Option(help="28, or 32 (the Paddle recipe).")] = None,
-    g_hidden: Annotated[Optional[str], typer.Option(help="Generator widths, e.g. 256,512,1024.")] = None,
-    d_hidden: Annotated[Optional[str], typer.Option(help="Discriminator widths, e.g. 1024,512,256.")] = None,
-    noise: Annotated[Optional[str], typer.Option(help="normal or uniform (on [-1, 1]).")] = None,
-    ema: Annotated[Optional[float], typer.Option(help="EMA decay of the generator's weights (0 = off).")] = None,
-    digits: Annotated[Optional[str], typer.Option(help="Train on these digits only, e.g. 3,8.")] = None,
-    option: Annotated[Optional[list[str]], typer.Option("--option", "-O", help="Plugin option key=value (repeatable).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed; a CPU run with the same seed is bit-for-bit repeatable.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="fp32 or bf16 (autocast).")] = None,
-    sample_every: Annotated[Optional[int], typer.Option(help="Write a sample grid every K steps.")] = None,
-    checkpoint_every: Annotated[Optional[int], typer.Option(help="Commit a checkpoint every K steps.")] = None,
-    keep_checkpoints: Annotated[Optional[int], typer.Option(help="Checkpoints to keep.")] = None,
-    log_every: Annotated[Optional[int], typer.Option(help="Log losses every K steps.")] = None,
-    eval_every: Annotated[Optional[int], typer.Option(help="Evaluate quality every K steps and keep the best checkpoint (0 = off).")] = None,
-    eval_samples: Annotated[Optional[int], typer.Option(help="Images per evaluation.")] = None,
-    max_seconds: Annotated[Optional[float], typer.Option(help="Stop after this much wall-clock time (0 = no limit).")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Run name (folder under --runs-dir).")] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
-    resume: Annotated[Optional[Path], typer.Option(help="Continue a run exactly from its last checkpoint (a run folder).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-) -> None:
-    """Train a GAN; writes runs/<name>/ with checkpoints, sample grids and loss curves."""
-    from gankit.config import TrainConfig, parse_digits, parse_int_list, parse_options
-    from gankit.errors import require_torch
-    from gankit.presets import get_preset
+def _cli_only() -> list[inspect.Parameter]:
+    """Options of the command itself, not settings of the run (they are not saved in config.json)."""
+    def opt(name, annotation, default=None):
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
 
-    for opt_name, value in (("steps", steps), ("batch-size", batch_size), ("d-steps", d_steps),
-                            ("z-dim", z_dim), ("sample-every", sample_every),
-                            ("checkpoint-every", checkpoint_every), ("log-every", log_every)):
-        _positive(opt_name, value)
-    overrides = dict(
-        plugin=plugin, data=data, steps=steps, batch_size=batch_size, d_steps=d_steps, arch=arch, loss=loss,
-        optimizer=optimizer, lr_g=lr_g if lr_g is not None else lr, lr_d=lr_d if lr_d is not None else lr,
-        beta1=beta1, beta2=beta2, z_dim=z_dim, image_size=image_size,
-        g_hidden=parse_int_list(g_hidden, "--g-hidden") if g_hidden else None,
-        d_hidden=parse_int_list(d_hidden, "--d-hidden") if d_hidden else None,
-        noise=noise, ema=ema, classes=parse_digits(digits) if digits else None,
-        options=parse_options(option) if option else None, seed=seed, device=device, precision=precision,
-        sample_every=sample_every, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
-        log_every=log_every, eval_every=eval_every, eval_samples=eval_samples, max_seconds=max_seconds,
-    )
-    if resume is not None:
-        require_torch("train")
-        from gankit.training.checkpoint import load_checkpoint
+    return [
+        opt("config", Annotated[Optional[Path], typer.Option(
+            help="Read settings from a TOML file (flat keys, or a \\[net] table) or from a run's config.json; "
+                 "command-line options override it.", rich_help_panel="Run")]),
+        opt("lr", Annotated[Optional[float], typer.Option(
+            help="Learning rate for both nets (sets --lr-g and --lr-d).", rich_help_panel="Optimisation")]),
+        opt("name", Annotated[Optional[str], typer.Option(
+            help="Run name: a plain folder name under --runs-dir.  [default: <plugin>-<date>-<time>]",
+            rich_help_panel="Run")]),
+        opt("runs_dir", Annotated[Optional[str], typer.Option(
+            help="Where run folders go.  [default: runs]", rich_help_panel="Run")]),
+        opt("resume", Annotated[Optional[Path], typer.Option(
+            help="Continue a run exactly from its last checkpoint (a run folder); only --steps, --device "
+                 "and --max-seconds may change.", rich_help_panel="Run")]),
+        opt("quiet", Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.",
+                                                  rich_help_panel="Outputs")], False),
+        opt("progress_seconds", Annotated[Optional[float], typer.Option(
+            help="When stderr is not a terminal: a plain progress line at most this often.  [default: 30]",
+            rich_help_panel="Outputs")]),
+    ]
 
-        state = load_checkpoint(resume)
-        given = {k for k, v in overrides.items() if v is not None and k not in ("steps", "device", "max_seconds")}
-        if given or preset:
-            raise UsageError(f"--resume continues the saved config; only --steps and --device may change (got {', '.join(sorted(given)) or '--preset'})")
-        cfg = state.config.with_overrides(steps=steps, device=device, max_seconds=max_seconds).validate()
-        if cfg.steps <= state.step:
-            raise UsageError(f"the run is already at step {state.step}; pass --steps larger than that to continue")
-        run_dir = Path(resume)
-        if not (run_dir / "checkpoints").is_dir():
-            raise UsageError(f"--resume takes a run folder (runs/<name>), got {resume}")
-    else:
-        state = None
-        if preset:
-            base = get_preset(preset).config
-        else:
-            # No preset: the plugin's recommended trainer settings replace gankit's defaults.
-            from gankit.registry import load_plugin as _load
 
-            base = TrainConfig().with_overrides(**dict(_load(plugin or TrainConfig.plugin).train_defaults))
-        cfg = base.with_overrides(**overrides).validate()
-        require_torch("train")
-        run_dir = None
+CLI_ONLY = ("config", "lr", "name", "runs_dir", "resume", "quiet", "progress_seconds")
+# What a --config file may set besides the settings (--resume and --config make no sense there).
+FILE_CLI_KEYS = ("lr", "name", "runs_dir", "quiet", "progress_seconds")
 
-    from gankit.data import default_dataset, load_dataset
+
+def _annotation(name: str) -> Any:
+    """The typer annotation of the option for one setting, from the field and its metadata."""
+    f = SETTINGS[name]
+    meta = setting_of(f)
+    decls = [flag_of(name)] + ([meta.short] if meta.short else [])
+    kwargs: dict[str, Any] = dict(help=meta.help, rich_help_panel=meta.panel)
+    if name == "options":
+        return Annotated[Optional[list[str]], typer.Option(*decls, metavar="KEY=VALUE", **kwargs)]
+    if f.type in ("bool", bool):
+        long = flag_of(name)
+        return Annotated[Optional[bool], typer.Option(f"{long}/--no-{long[2:]}", **kwargs)]
+    if name == "preset":
+        from gankit.presets import PRESETS
+
+        return Annotated[Optional[Literal[tuple(PRESETS)]], typer.Option(*decls, **kwargs)]
+    if meta.choices and all(isinstance(c, str) for c in meta.choices):
+        return Annotated[Optional[Literal[meta.choices]], typer.Option(*decls, **kwargs)]
+    if meta.parse is not None:
+        return Annotated[Optional[str], typer.Option(*decls, metavar="LIST", **kwargs)]
+    python_type = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__,
+                                                              str)
+    return Annotated[Optional[python_type], typer.Option(*decls, **kwargs)]
+
+
+def _signature() -> inspect.Signature:
+    params = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=_annotation(name), default=None)
+              for name in SETTINGS]
+    return inspect.Signature(params + _cli_only())
+
+
+# ----- layering ---------------------------------------------------------------------------
+
+def _file_layer(path: Optional[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(settings, command-only values) from a --config file."""
+    if path is None:
+        return {}, {}
+    data = load_config_file(path)
+    cli = {k: data.pop(k) for k in FILE_CLI_KEYS if k in data}
+    unknown = sorted(set(data) - set(SETTINGS))
+    if unknown:
+        raise UsageError(f"--config {path}: no setting named {', '.join(unknown)}")
+    return data, cli
+
+
+def base_config(plugin_name: str, preset: Optional[str]) -> tuple[TrainConfig, Any]:
+    """The defaults a run starts from, and the loaded plugin: a preset's, or gankit's plus the plugin's."""
     from gankit.registry import load_plugin
-    from gankit.training.spec import spec_from_config
 
-    plugin_obj = load_plugin(cfg.plugin)
-    spec_from_config(cfg, plugin_obj)  # option and arch errors before anything is written
-    dataset = default_dataset("train") if cfg.data == "default" else load_dataset(cfg.data, "train")
-    if run_dir is None:
+    plugin = load_plugin(plugin_name)
+    if preset:
+        from gankit.presets import get_preset
+
+        return get_preset(preset).config.with_overrides(plugin=plugin_name), plugin
+    # A plugin's first supported arch is its default; its train_defaults may still say otherwise.
+    base = TrainConfig.make(plugin=plugin_name, arch=plugin.supported_archs[0])
+    try:
+        return base.with_overrides(**dict(plugin.train_defaults)), plugin
+    except (TypeError, UsageError) as exc:
+        raise UsageError(f"plugin {plugin_name!r} has bad train_defaults: {exc}") from None
+
+
+def _from_command_line(values: dict[str, Any]) -> dict[str, Any]:
+    """Command-line values (text for lists) as settings; options not given are left out."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        meta = setting_of(SETTINGS[name])
+        if name == "options":
+            from gankit.config import parse_options
+
+            out[name] = parse_options(value) if value else None
+        elif meta.parse is not None:
+            out[name] = meta.parse(value)
+        else:
+            out[name] = value
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def resolve(given: dict[str, Any], file_settings: dict[str, Any]) -> tuple[TrainConfig, Any]:
+    """The layered config (validated) and its loaded plugin."""
+    plugin_name = given.get("plugin") or file_settings.get("plugin") or TrainConfig.plugin
+    preset = given.get("preset") or file_settings.get("preset") or None
+    base, plugin = base_config(plugin_name, preset)
+    options = {**dict(file_settings.get("options") or {}), **dict(given.get("options") or {})}
+    try:
+        cfg = base.with_overrides(**file_settings).with_overrides(**given)
+    except TypeError as exc:
+        raise UsageError(f"bad setting: {exc}") from None
+    if options:
+        cfg = cfg.with_overrides(options=options)
+    return cfg.validate(), plugin
+
+
+# ----- --help with effective defaults -----------------------------------------------------
+
+def _peek(args: list[str], flag: str) -> Optional[str]:
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items()) or "none"
+    return "''" if value == "" else str(value)
+
+
+class TrainCommand(TyperCommand):
+    """`gankit train`: help shows the layered defaults; click's usage errors become one line."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        if "--help" in args:
+            self._effective_defaults(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.UsageError as exc:
+            raise UsageError(" ".join(exc.format_message().replace("Value error, ", "").split())) from None
+
+    def _effective_defaults(self, ctx, args: list[str]) -> None:
+        plugin_name = _peek(args, "--plugin") or TrainConfig.plugin
+        preset = _peek(args, "--preset")
+        source = f"plugin {plugin_name}" + (f", preset {preset}" if preset else "")
+        try:
+            file_settings, _ = _file_layer(Path(_peek(args, "--config"))) if _peek(args, "--config") else ({}, {})
+            if _peek(args, "--config"):
+                source += f", config {_peek(args, '--config')}"
+            cfg, plugin = resolve({"plugin": plugin_name, "preset": preset} if preset else {"plugin": plugin_name},
+                                  file_settings)
+        except Exception as exc:  # noqa: BLE001 - help must always print; say why the defaults are plain
+            cfg, plugin = TrainConfig(), None
+            source = f"gankit's own (could not apply {source}: {exc})"
+        flat = cfg.flat()
+        flat["options"] = {**(dict(plugin.default_options) if plugin else {}), **dict(cfg.options)}
+        for param in self.get_params(ctx):
+            if getattr(param, "is_flag", False):
+                param.metavar = ""  # a flag takes no value; typer would show <bool>
+            if param.name in flat:
+                param.show_default = _shown(flat[param.name])
+                # typer puts a string default in parentheses; show the value as it would be typed.
+                param._get_default_string = lambda _shown_value=param.show_default, **_: _shown_value
+        notes = [f"Defaults shown are for {source}. Add --plugin, --preset or --config before --help to "
+                 "see theirs."]
+        if plugin is not None and plugin.train_defaults and not preset:
+            notes.append(f"Plugin {plugin.name!r} sets: "
+                         + ", ".join(f"{k}={_shown(v)}" for k, v in plugin.train_defaults.items()) + ".")
+        if plugin is not None:
+            notes.append(f"Archs for plugin {plugin.name!r}: {', '.join(plugin.supported_archs)}.")
+        self.epilog = "\n\n".join(notes)
+
+
+def train(**kwargs: Any) -> None:
+    """Train a GAN; writes runs/<name>/ with checkpoints, sample grids and loss curves."""
+    from gankit.errors import require_torch
+
+    cli = {k: kwargs.pop(k) for k in CLI_ONLY}
+    given = _from_command_line(kwargs)
+    if cli["lr"] is not None:
+        given.setdefault("lr_g", cli["lr"])
+        given.setdefault("lr_d", cli["lr"])
+    for key in ("lr", "progress_seconds"):
+        value = cli[key]
+        if value is not None and (not math.isfinite(value) or value <= 0):
+            raise UsageError(f"--{key.replace('_', '-')} must be a positive number, got {value}")
+
+    if cli["resume"] is not None:
+        plan, state, run_dir = _resume_plan(cli["resume"], given, cli)
+        notes: list[str] = []
+    else:
+        file_settings, file_cli = _file_layer(cli["config"])
+        for key, value in file_cli.items():
+            if cli.get(key) in (None, False):
+                cli[key] = value
+        if file_cli.get("lr") is not None:
+            file_settings.setdefault("lr_g", file_cli["lr"])
+            file_settings.setdefault("lr_d", file_cli["lr"])
+        cfg, plugin = resolve(given, file_settings)
+        notes = []
+        if not plugin.uses_loss:
+            set_loss = [flag_of(k) for k in ("loss", "ls_sigmoid") if k in given or k in file_settings]
+            if set_loss:
+                verb = "does" if len(set_loss) == 1 else "do"
+                notes.append(f"warning: plugin {plugin.name!r} has its own loss; {' and '.join(set_loss)} "
+                             f"{verb} not apply to it")
+        name = cli["name"]
+        if name is not None:
+            check_run_name(name)
+        if cli["runs_dir"] is not None and not str(cli["runs_dir"]).strip():
+            raise UsageError("--runs-dir is empty; give a folder (default: runs)")
+        runs_dir = Path(cli["runs_dir"] if cli["runs_dir"] is not None else "runs")
+        if runs_dir.exists() and not runs_dir.is_dir():
+            raise UsageError(f"--runs-dir {runs_dir} is not a folder")
+        require_torch("train")
+        from gankit.training.spec import plan_run
+
+        plan = plan_run(cfg, plugin)
+        state = None
         import time
 
-        run_name = name or f"{cfg.plugin}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = runs_dir / run_name
-        if run_dir.exists():
-            raise UsageError(f"{run_dir} already exists; pick another --name or continue it with --resume {run_dir}")
-    _run(cfg, plugin_obj, dataset, run_dir, state, quiet)
+        run_dir = runs_dir / (name or f"{cfg.plugin}-{time.strftime('%Y%m%d-%H%M%S')}")
+    _check_evaluation(plan.config)
+
+    from gankit.data import default_dataset, load_dataset
+
+    cfg = plan.config
+    dataset = default_dataset("train") if cfg.data == "default" else load_dataset(cfg.data, "train")
+    notes.extend(dataset.messages())  # which files, how many images, and a warning for a named subset
+    if state is None:
+        from gankit.training.runlog import claim_folder
+
+        note = claim_folder(run_dir)  # a folder with no committed checkpoint is taken over, and said so
+        if note:
+            notes.append(f"note: {note}")
+    _run(plan, dataset, run_dir, state, bool(cli["quiet"]), cli["progress_seconds"] or 30.0, notes)
 
 
-def _run(cfg, plugin_obj, dataset, run_dir: Path, state, quiet: bool) -> None:
+def _resume_plan(resume: Path, given: dict[str, Any], cli: dict[str, Any]):
+    from gankit.errors import require_torch
+
+    changed = sorted(flag_of(k) for k in given if k not in RESUMABLE)
+    changed += [f"--{k.replace('_', '-')}" for k in ("config", "lr", "name", "runs_dir") if cli[k] is not None]
+    if changed:
+        raise UsageError(f"--resume continues the saved config; only --steps, --device and --max-seconds "
+                         f"may change (got {', '.join(changed)})")
+    require_torch("train")
+    from gankit.training.checkpoint import load_checkpoint
+    from gankit.training.spec import plan_run
+
+    run_dir = Path(resume)
+    # A run folder with config.json but no checkpoints/ is one stopped before its first
+    # checkpoint: load_checkpoint says so and how to start it over.
+    if not (run_dir / "checkpoints").is_dir() and not (run_dir / "config.json").is_file():
+        raise UsageError(f"--resume takes a run folder (runs/<name>), got {resume}")
+    state = load_checkpoint(run_dir)
+    cfg = state.config.with_overrides(**{k: given.get(k) for k in RESUMABLE})
+    plan = plan_run(cfg)
+    if cfg.steps <= state.step:
+        raise UsageError(f"the run is already at step {state.step}; pass --steps larger than that to continue")
+    return plan, state, run_dir
+
+
+def _check_evaluation(cfg: TrainConfig) -> None:
+    """--eval-every needs enough --eval-samples for the metrics; say so before anything is written."""
+    if not cfg.eval_every:
+        return
+    from gankit.eval.classifier import load_classifier
+    from gankit.eval.maths import require_fd_samples
+
+    try:
+        require_fd_samples(cfg.eval_samples, load_classifier().feature_dim)
+    except UsageError as exc:
+        raise UsageError(f"--eval-samples {cfg.eval_samples} is too few for --eval-every: {exc}") from None
+
+
+def _run(plan, dataset, run_dir: Path, state, quiet: bool, progress_seconds: float, notes: list[str]) -> None:
+    import time
+
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from gankit.training.trainer import Callbacks, Trainer
 
-    console = Console(stderr=True)
+    cfg = plan.config
+    # log_path=False: progress lines without rich's "file.py:123" suffix.
+    console = Console(stderr=True, highlight=False, log_path=False, soft_wrap=True)
+    interactive = console.is_terminal and not quiet
+    for note in notes:
+        console.print(escape(note))
     label = "synthetic digits (rendered with Pillow; no MNIST found)" if dataset.synthetic else dataset.source
-    console.print(f"[bold]gankit train[/] plugin={cfg.plugin} preset={cfg.preset or '-'} data={label} "
-                  f"({len(dataset)} images) steps={cfg.steps} -> {run_dir}")
+    if not quiet:
+        console.print(f"[bold]gankit train[/] plugin={cfg.plugin} preset={cfg.preset or '-'} "
+                      f"data={escape(str(label))} ({len(dataset)} images) steps={cfg.steps} -> {escape(str(run_dir))}")
 
     progress = Progress(
         TextColumn("[bold blue]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TextColumn("D {task.fields[d]}  G {task.fields[g]}  {task.fields[rate]} steps/s"),
         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        console=console, disable=quiet, transient=False,
+        console=console, disable=not interactive, transient=False,
     )
+
+    def say(text: str) -> None:
+        if not quiet:
+            console.log(escape(text)) if interactive else console.print(f"[{time.strftime('%H:%M:%S')}] {escape(text)}")
 
     class ProgressCallbacks(Callbacks):
         def on_start(self, start_step, total_steps):
             self.task = progress.add_task("train", total=total_steps, completed=start_step, d="-", g="-", rate="-")
+            self.total, self.last_plain = total_steps, 0.0
 
         def on_log(self, row):
-            progress.update(self.task, completed=row["step"], d=f"{row.get('d_loss', float('nan')):.3f}",
-                            g=f"{row.get('g_loss', float('nan')):.3f}", rate=f"{row['steps_per_s']:.1f}")
+            d, g = row.get("d_loss", float("nan")), row.get("g_loss", float("nan"))
+            progress.update(self.task, completed=row["step"], d=f"{d:.3f}", g=f"{g:.3f}",
+                            rate=f"{row['steps_per_s']:.1f}")
+            now = time.monotonic()
+            # Not a terminal (a log file, CI): a plain line now and then instead of a bar.
+            if not interactive and not quiet and (now - self.last_plain >= progress_seconds
+                                                  or row["step"] >= self.total):
+                self.last_plain = now
+                say(f"step {row['step']}/{self.total}  D {d:.3f}  G {g:.3f}  {row['steps_per_s']:.1f} steps/s")
 
         def on_checkpoint(self, step, path):
-            progress.console.log(f"checkpoint {path}") if not quiet else None
+            if interactive:
+                say(f"checkpoint {path}")
 
         def on_message(self, text):
-            progress.console.log(text)
+            say(text)
 
         def on_eval(self, step, report):
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in report.items() if isinstance(v, float))
-            progress.console.log(f"eval @ {step}: {shown}")
+            say(f"eval @ {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in report.items() if isinstance(v, float)))
 
-    evaluator = _make_evaluator(cfg, plugin_obj) if cfg.eval_every else None
-    trainer = Trainer(cfg, plugin_obj, dataset.images, dataset.labels, run_dir, dataset_name=dataset.name,
-                      callbacks=ProgressCallbacks(), resume=state, evaluator=evaluator)
+    evaluator = None
+    if cfg.eval_every:
+        from gankit.training.evaluation import make_training_evaluator
+
+        evaluator = make_training_evaluator(cfg, plan.plugin)
+    trainer = Trainer.from_plan(plan, dataset.images, dataset.labels, run_dir, dataset_name=dataset.name,
+                                callbacks=ProgressCallbacks(), resume=state, evaluator=evaluator)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the run folder {run_dir}: {exc.strerror or exc}") from None
     with progress:
         result = trainer.run()
-    console.print(f"[green]done[/]: {result.steps} steps in {result.seconds:.1f}s; checkpoint {result.last_checkpoint}")
-    console.print(f"samples: {run_dir / 'samples'}  loss curve: {run_dir / 'loss_curve.png'}")
-    console.print(f"next: gankit export {run_dir} -o exports/{run_dir.name}.onnx")
+    rate = result.steps_run / result.seconds if result.seconds > 0 else float("nan")
+    resumed = f" (resumed at step {result.start_step}; now at {result.steps})" if result.start_step else ""
+    console.print(f"[green]done[/]: {result.steps_run} steps in {result.seconds:.1f}s, {rate:.1f} steps/s"
+                  f"{resumed}; checkpoint {escape(str(result.last_checkpoint))}")
+    console.print(f"samples: {escape(str(run_dir / 'samples'))}  loss curve: {escape(str(run_dir / 'loss_curve.png'))}")
+    console.print(f"next: gankit export {escape(str(run_dir))} -o exports/{escape(run_dir.name)}.onnx")
 
 
-def _make_evaluator(cfg, plugin_obj):
-    from gankit.training.evaluation import make_training_evaluator
-
-    return make_training_evaluator(cfg, plugin_obj)
+train.__signature__ = _signature()  # type: ignore[attr-defined]
+train.__annotations__ = {}
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train")(train)
+    app.command("train", cls=TrainCommand)(train)

@@ -1,17 +1,32 @@
-"""Turn a TrainConfig plus its plugin into the NetSpec the plugin builds from.
+"""The resolved run plan: a validated config, its loaded plugin and the NetSpec, built once.
 
-Heavy-tier package, but this module itself imports no torch.
+Heavy-tier package, but this module itself imports no torch. `plan_run` is the one
+place a config meets its plugin: options merged over the plugin's defaults (and
+checked), the arch checked against ``supported_archs``, the spec built. The CLI, the
+trainer, export and evaluation take the plan (or its parts) instead of redoing this.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
 
 from gankit.config import TrainConfig
 from gankit.errors import UsageError
 from gankit.plugin_api import GanPlugin, NetSpec
 
 
-def spec_from_config(cfg: TrainConfig, plugin: GanPlugin) -> NetSpec:
-    """Merge the plugin's default options with the run's; unknown options are a usage error."""
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run is: ``config`` (its options already merged), ``plugin`` and ``spec``."""
+
+    config: TrainConfig
+    plugin: GanPlugin
+    spec: NetSpec
+
+
+def merged_options(cfg: TrainConfig, plugin: GanPlugin) -> dict:
+    """The run's plugin options over the plugin's defaults; unknown or bad ones are usage errors."""
     unknown = sorted(set(cfg.options) - set(plugin.default_options))
     if unknown:
         known = ", ".join(plugin.default_options) or "none"
@@ -22,22 +37,26 @@ def spec_from_config(cfg: TrainConfig, plugin: GanPlugin) -> NetSpec:
             plugin.validate_options(options)
         except ValueError as exc:
             raise UsageError(f"plugin {plugin.name!r}: {exc}") from None
-    if cfg.arch not in plugin.supported_archs:
+    return options
+
+
+def spec_from_config(cfg: TrainConfig, plugin: GanPlugin) -> NetSpec:
+    """The NetSpec ``plugin`` builds for ``cfg``; usage errors for unknown options or arch."""
+    options = merged_options(cfg, plugin)
+    if cfg.net.arch not in plugin.supported_archs:
         raise UsageError(
-            f"plugin {plugin.name!r} supports --arch {', '.join(plugin.supported_archs)}, not {cfg.arch!r}"
+            f"unknown arch {cfg.net.arch!r} for plugin {plugin.name!r}; "
+            f"choose one of: {', '.join(plugin.supported_archs)}"
         )
-    return NetSpec(
-        arch=cfg.arch,
-        z_dim=cfg.z_dim,
-        image_size=cfg.image_size,
-        num_classes=10,
-        classes=tuple(sorted(cfg.classes)),
-        g_hidden=tuple(cfg.g_hidden),
-        d_hidden=tuple(cfg.d_hidden),
-        g_activation=cfg.g_activation,
-        d_activation=cfg.d_activation,
-        output_activation=cfg.output_activation,
-        d_dropout=cfg.d_dropout,
-        init=cfg.init,
-        options=options,
-    )
+    return NetSpec.from_net(cfg.net, classes=cfg.classes, options=options)
+
+
+def plan_run(cfg: TrainConfig, plugin: Optional[GanPlugin] = None) -> RunPlan:
+    """Validate ``cfg``, load its plugin (unless given) and build the spec, once."""
+    cfg.validate()
+    if plugin is None:
+        from gankit.registry import load_plugin
+
+        plugin = load_plugin(cfg.plugin)
+    spec = spec_from_config(cfg, plugin)
+    return RunPlan(config=replace(cfg, options=dict(spec.options)), plugin=plugin, spec=spec)

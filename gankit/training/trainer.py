@@ -12,6 +12,7 @@ installed, TensorBoard event files under tb/.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import random
 import signal
@@ -25,11 +26,12 @@ import torch
 
 from gankit.config import TrainConfig
 from gankit.errors import GankitError, TrainingError, UsageError
-from gankit.plugin_api import GanPlugin, StepContext
+from gankit.plugin_api import GanPlugin, NetSpec, Nets
 from gankit.training import checkpoint as ckpt
-from gankit.training.losses import get_losses
+from gankit.training import runlog
+from gankit.training.context import draw_latent, make_step_context
 from gankit.training.sampler import BatchSampler
-from gankit.training.spec import spec_from_config
+from gankit.training.spec import RunPlan, spec_from_config
 from gankit.training.step import standard_step
 
 SAMPLES_PER_CLASS = 8
@@ -57,6 +59,12 @@ class TrainResult:
     last_checkpoint: Path
     metrics: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    start_step: int = 0  # where this invocation began (0, or the resumed step)
+
+    @property
+    def steps_run(self) -> int:
+        """Steps this invocation ran (not counting those before a resume)."""
+        return self.steps - self.start_step
 
 
 def resolve_device(name: str) -> torch.device:
@@ -148,13 +156,26 @@ def _restore_rng(state: dict[str, Any], noise_gen: torch.Generator, device: torc
 
 
 class Trainer:
-    """One training run. Build with a validated config, a plugin and the data; call `run()`."""
+    """One training run. Build with a validated config, a plugin and the data; call `run()`.
+
+    `Trainer.from_plan` takes a resolved `RunPlan`; passing ``spec`` (the plan's) saves
+    rebuilding it. The config the run saves holds the plugin options merged with the
+    plugin's defaults.
+    """
+
+    @classmethod
+    def from_plan(cls, plan: RunPlan, images_u8: np.ndarray, labels: np.ndarray, run_dir: Path,
+                  **kwargs: Any) -> "Trainer":
+        return cls(plan.config, plan.plugin, images_u8, labels, run_dir, spec=plan.spec, **kwargs)
 
     def __init__(self, cfg: TrainConfig, plugin: GanPlugin, images_u8: np.ndarray, labels: np.ndarray,
                  run_dir: Path, *, dataset_name: str, callbacks: Callbacks | None = None,
                  resume: ckpt.TrainingState | None = None,
-                 evaluator: Callable[[torch.nn.Module, int], dict[str, Any]] | None = None):
-        self.cfg = cfg
+                 evaluator: Callable[[torch.nn.Module, int], dict[str, Any]] | None = None,
+                 spec: NetSpec | None = None):
+        self.spec = spec if spec is not None else spec_from_config(cfg, plugin)
+        self.cfg = dataclasses.replace(cfg, options=dict(self.spec.options))
+        cfg = self.cfg
         self.plugin = plugin
         self.run_dir = Path(run_dir)
         self.dataset_name = dataset_name
@@ -162,10 +183,12 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.evaluator = evaluator
         self.tb = None
-        self.spec = spec_from_config(cfg, plugin)
 
         seed_everything(cfg.seed)
-        nets = plugin.build(self.spec)
+        try:
+            nets = plugin.build(self.spec)
+        except (MemoryError, RuntimeError) as exc:  # e.g. widths too large for this machine's memory
+            raise TrainingError(f"plugin {plugin.name!r} could not build its nets: {str(exc).splitlines()[0]}") from None
         self.G = nets.generator.to(self.device)
         self.D = nets.discriminator.to(self.device)
         self.opt_g = make_optimizer(cfg, self.G.parameters(), cfg.lr_g, self.device)
@@ -176,28 +199,34 @@ class Trainer:
             self.sampler = BatchSampler(
                 torch.from_numpy(np.ascontiguousarray(images_u8)), torch.from_numpy(labels.astype(np.int64)),
                 classes=tuple(sorted(cfg.classes)), batch_size=cfg.batch_size, layout=plugin.batch_layout,
-                seed=cfg.seed, value_range=self.spec.value_range, image_size=cfg.image_size, device=self.device)
+                seed=cfg.seed, value_range=self.spec.value_range, image_size=cfg.net.image_size, device=self.device)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        self.d_loss_fn, self.g_loss_fn = get_losses(cfg.loss, cfg.ls_sigmoid)
         self.step = 0
         self.best_score: float | None = None
+        # Per-step losses since the last log row; checkpointed so a resume logs the same rows.
+        self.pending_losses: list[dict[str, Any]] = []
         if resume is not None:
             self._load(resume)
         self.fixed_z, self.fixed_labels = self._fixed_inputs()
 
     # ----- state -------------------------------------------------------------------------
     def _load(self, state: ckpt.TrainingState) -> None:
-        self.G.load_state_dict(state.generator)
-        self.D.load_state_dict(state.discriminator)
-        self.opt_g.load_state_dict(state.opt_g)
-        self.opt_d.load_state_dict(state.opt_d)
-        if self.ema is not None and state.ema:
-            self.ema.shadow = {k: v.to(self.device) for k, v in state.ema.items()}
-        self.sampler.load_state(state.sampler)
-        _restore_rng(state.rng, self.noise_gen, self.device)
+        ckpt.check_fits(state, generator=self.G, discriminator=self.D, opt_g=self.opt_g, opt_d=self.opt_d,
+                        ema_shadow=self.ema.shadow if self.ema else None, sampler_streams=len(self.sampler.streams),
+                        noise_state=self.noise_gen.get_state(), where=self.run_dir)
+        with ckpt.loading_errors(self.run_dir):
+            self.G.load_state_dict(state.generator)
+            self.D.load_state_dict(state.discriminator)
+            self.opt_g.load_state_dict(state.opt_g)
+            self.opt_d.load_state_dict(state.opt_d)
+            if self.ema is not None and state.ema:
+                self.ema.shadow = {k: v.to(self.device) for k, v in state.ema.items()}
+            self.sampler.load_state(state.sampler)
+            _restore_rng(state.rng, self.noise_gen, self.device)
         self.step = state.step
         self.best_score = state.extra.get("best_score")
+        self.pending_losses = ckpt.pending_from_json(state.extra.get(ckpt.PENDING, []), self.device)
 
     def _save(self, name: str | None = None) -> Path:
         path = ckpt.save_checkpoint(
@@ -206,7 +235,8 @@ class Trainer:
             ema=self.ema.shadow if self.ema else None, opt_g=self.opt_g, opt_d=self.opt_d,
             rng=_rng_state(self.noise_gen, self.device), sampler=self.sampler.state(),
             keep=self.cfg.keep_checkpoints, name=name,
-            extra={"dataset": self.dataset_name, "plugin": self.plugin.name, "best_score": self.best_score})
+            extra={"dataset": self.dataset_name, "plugin": self.plugin.name, "best_score": self.best_score,
+                   ckpt.PENDING: ckpt.pending_to_json(self.pending_losses)})
         return path
 
     def _fixed_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -221,9 +251,7 @@ class Trainer:
         return z.to(self.device), labels.to(self.device)
 
     def noise_like(self, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-        if self.cfg.noise == "uniform":
-            return torch.rand(n, self.cfg.z_dim, generator=generator, device=device).mul_(2).sub_(1)
-        return torch.randn(n, self.cfg.z_dim, generator=generator, device=device)
+        return draw_latent(n, self.cfg.net.z_dim, self.cfg.noise, generator, device)
 
     def generator_for_eval(self) -> torch.nn.Module:
         """The generator to sample from: the EMA weights when kept, in eval mode (caller restores train())."""
@@ -249,7 +277,7 @@ class Trainer:
         if self.plugin.label_mode != "none":
             row_labels = [str(c) for c in sorted(self.cfg.classes)]
         path = save_grid(u8, self.run_dir / "samples" / f"step-{self.step:09d}.png", nrow=8, scale=2,
-                         row_labels=row_labels)
+                         row_labels=row_labels, caption=f"step {self.step:,}")
         self._tb_image(u8)
         return path
 
@@ -260,46 +288,33 @@ class Trainer:
             self.tb.add_image("samples", make_grid(u8, nrow=8)[None], self.step)
 
     def _write_loss_curve(self, rows: list[dict[str, Any]]) -> None:
-        from gankit.images import save_line_plot
+        from gankit.training.plots import save_loss_curves
 
-        series = {}
-        for key in ("d_loss", "g_loss"):
-            pts = [(r["step"], r[key]) for r in rows if key in r and np.isfinite(r[key])]
-            if pts:
-                series[key] = ([p[0] for p in pts], [p[1] for p in pts])
-        extra_keys = sorted({k for r in rows for k in r if k.startswith("d_loss_") or k.startswith("g_loss_")})
-        if series:
-            save_line_plot(series, self.run_dir / "loss_curve.png", title=f"{self.plugin.name}: losses")
-        if extra_keys:  # per-class losses, e.g. the per-digit plugin's ten GANs
-            per = {k: ([r["step"] for r in rows if k in r], [r[k] for r in rows if k in r]) for k in extra_keys
-                   if k.startswith("g_loss_")}
-            if per:
-                save_line_plot(per, self.run_dir / "loss_curve_per_class.png", title="generator loss per class")
+        save_loss_curves(rows, self.run_dir, run=self.run_dir.name, plugin=self.plugin.name)
 
     # ----- the loop ----------------------------------------------------------------------
     def run(self) -> TrainResult:
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(cfg.dumps())
-        metrics_path = self.run_dir / "metrics.jsonl"
+        runlog.write_config(self.run_dir, cfg.dumps())
+        metrics_path = self.run_dir / runlog.METRICS
         rows = self._read_metrics(metrics_path)
         self.tb = self._open_tensorboard()
         train_step = self.plugin.train_step or standard_step
-        autocast = self._autocast_factory()
-        ctx = StepContext(
-            generator=self.G, discriminator=self.D, opt_g=self.opt_g, opt_d=self.opt_d,
-            g_loss_fn=self.g_loss_fn, d_loss_fn=self.d_loss_fn,
-            noise=lambda n: self.noise_like(n, self.noise_gen, self.device),
-            d_steps=cfg.d_steps, step=self.step, spec=self.spec, torch_generator=self.noise_gen,
-            autocast=autocast, next_batch=self.sampler.next)
+        ctx = make_step_context(
+            Nets(self.G, self.D), self.spec, opt_g=self.opt_g, opt_d=self.opt_d, next_batch=self.sampler.next,
+            loss=cfg.loss, ls_sigmoid=cfg.ls_sigmoid, noise=cfg.noise, torch_generator=self.noise_gen,
+            d_steps=cfg.d_steps, precision=cfg.precision, device=self.device, step=self.step)
+        self._tb_graph()
         self.G.train()
         self.D.train()
         self.cb.on_start(self.step, cfg.steps)
         last_ckpt = ckpt.find_checkpoint(self.run_dir) if self.step > 0 else None
         start = time.perf_counter()
         t_log, s_log = start, self.step
-        pending: list[dict[str, Any]] = []
-        with _StopFlag() as stop, open(metrics_path, "a") as metrics_file:
+        start_step = self.step
+        pending = self.pending_losses  # the same list: _save stores what it holds
+        with _StopFlag() as stop, runlog.MetricsLog(metrics_path) as metrics_file, self._finishing(rows):
             while self.step < cfg.steps:
                 ctx.step = self.step
                 real, labels = self.sampler.next()
@@ -310,10 +325,13 @@ class Trainer:
                 pending.append(losses)
                 out_of_time = cfg.max_seconds > 0 and time.perf_counter() - start >= cfg.max_seconds
                 final = self.step == cfg.steps or out_of_time
-                if self.step % cfg.log_every == 0 or final or stop.requested:
+                # Not on Ctrl-C: an extra row there would make the log differ from an uninterrupted
+                # run's; the checkpoint carries the pending losses instead.
+                if self.step % cfg.log_every == 0 or final:
                     now = time.perf_counter()
                     row = self._log_row(pending, (self.step - s_log) / max(now - t_log, 1e-9), now - start)
-                    pending, t_log, s_log = [], now, self.step
+                    pending.clear()
+                    t_log, s_log = now, self.step
                     if not all(np.isfinite(v) for k, v in row.items() if k.endswith("loss")):
                         where = f"the last good checkpoint ({last_ckpt}) is kept" if last_ckpt else "no checkpoint was written"
                         raise TrainingError(
@@ -334,6 +352,7 @@ class Trainer:
                 if self.step % cfg.checkpoint_every == 0 or final or stop.requested:
                     self._check_finite_weights(last_ckpt)
                     last_ckpt = self._save()
+                    self._tb_histograms()
                     self.cb.on_checkpoint(self.step, last_ckpt)
                 if out_of_time:
                     self.cb.on_message(f"time budget of {cfg.max_seconds:g}s reached at step {self.step}")
@@ -342,10 +361,28 @@ class Trainer:
                     raise Interrupted(
                         f"interrupted at step {self.step}; checkpoint committed at {last_ckpt}. "
                         f"Resume with: gankit train --resume {self.run_dir}")
-        if self.tb is not None:
-            self.tb.close()
-        self._write_loss_curve(rows)
-        return TrainResult(self.run_dir, self.step, last_ckpt, rows, time.perf_counter() - start)
+        return TrainResult(self.run_dir, self.step, last_ckpt, rows, time.perf_counter() - start,
+                           start_step=start_step)
+
+    @contextlib.contextmanager
+    def _finishing(self, rows: list[dict[str, Any]]):
+        """Close TensorBoard and draw the loss curve however the loop ends (Ctrl-C included)."""
+        try:
+            yield
+        except BaseException:
+            self._close_outputs(rows, quietly=True)
+            raise
+        self._close_outputs(rows, quietly=False)
+
+    def _close_outputs(self, rows: list[dict[str, Any]], quietly: bool) -> None:
+        try:
+            if self.tb is not None:
+                self.tb.close()
+                self.tb = None
+            self._write_loss_curve(rows)
+        except Exception:  # noqa: BLE001 - never hide the error that stopped the run
+            if not quietly:
+                raise
 
     def _evaluate(self, rows, metrics_file) -> None:
         g = self.generator_for_eval()
@@ -386,26 +423,34 @@ class Trainer:
 
     def _read_metrics(self, path: Path) -> list[dict[str, Any]]:
         """Rows already logged up to the resumed step; later rows (after the last checkpoint) are dropped."""
-        rows = []
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a kill
-                if row.get("step", 0) <= self.step:
-                    rows.append(row)
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        return rows
+        return runlog.truncate_to(path, self.step)
 
     def _open_tensorboard(self):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             return None
-        return SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
+        # Events after the resumed checkpoint's step were logged by the run that died; they are
+        # logged again. purge_step removes events at steps >= it, so the checkpoint's own step stays.
+        return SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step + 1 if self.step else None)
 
-    def _autocast_factory(self):
-        if self.cfg.precision == "bf16":
-            return lambda: torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext
+    def _tb_graph(self) -> None:
+        """The generator's graph in TensorBoard (``tb_graph``); a graph that cannot be traced is skipped."""
+        if self.tb is None or not self.cfg.tb_graph or self.step > 0:
+            return
+        try:
+            import copy
+
+            # A copy in eval mode: tracing runs a forward pass, which must not move the
+            # live generator's batch-norm statistics.
+            self.tb.add_graph(copy.deepcopy(self.G).eval(), (self.fixed_z[:2], self.fixed_labels[:2]))
+        except Exception as exc:  # noqa: BLE001 - tracing is best effort; training goes on
+            self.cb.on_message(f"TensorBoard graph skipped: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+
+    def _tb_histograms(self) -> None:
+        """Weight histograms at each checkpoint (``tb_histograms``): a few ms per net."""
+        if self.tb is None or not self.cfg.tb_histograms:
+            return
+        for tag, module in (("generator", self.G), ("discriminator", self.D)):
+            for name, p in module.named_parameters():
+                self.tb.add_histogram(f"{tag}/{name}", p.detach().float().cpu(), self.step)

@@ -58,8 +58,8 @@ def hinge_step(ctx: StepContext, real, labels) -> dict:
     Rather than re-implementing the update, it hands gankit's standard step a copy of
     the context whose loss functions are the hinge ones: the standard step already
     does the d_steps loop, the optimizer calls, D-freezing during the G update and
-    mixed precision, and keeps doing so as gankit improves it. (The run's --loss
-    option is therefore ignored by this plugin.)
+    mixed precision, and keeps doing so as gankit improves it. The run's --loss
+    option does not apply, which the plugin declares with ``uses_loss=False``.
     """
     from gankit.training.step import standard_step
 
@@ -85,4 +85,6 @@ plugin = GanPlugin(
     default_options=DEFAULT_OPTIONS,
     validate_options=validate_options,
     supported_archs=("mlp", "dcgan"),
+    # hinge_step brings its own loss, so --loss does not apply (gankit warns when given).
+    uses_loss=False,
 )
