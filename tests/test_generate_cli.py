@@ -258,13 +258,14 @@ def test_huge_counts_cost_no_memory(models, tmp_path, count):
     assert peak < 400, f"{peak:.0f} MB"  # the old code built 1.6 GB of labels first
 
 
-def test_ctrl_c_while_a_command_module_imports_prints_no_traceback(models, tmp_path):
-    """SIGINT arrives while `gankit.cli.generate` is being imported (an import hook sends it)."""
+@pytest.mark.parametrize("module", ["typer", "gankit.cli.generate"])
+def test_ctrl_c_while_the_cli_starts_prints_no_traceback(tmp_path, module):
+    """SIGINT while typer imports (module level of gankit.cli) or while the command module does."""
     script = (
         "import os, signal, sys\n"
         "class Hook:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'gankit.cli.generate':\n"
+        f"        if name == {module!r}:\n"
         "            os.kill(os.getpid(), signal.SIGINT)\n"
         "        return None\n"
         "sys.meta_path.insert(0, Hook())\n"
@@ -274,6 +275,13 @@ def test_ctrl_c_while_a_command_module_imports_prints_no_traceback(models, tmp_p
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 130 and proc.stderr == "interrupted\n", proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_python_handles_ctrl_c_again_once_the_cli_is_imported():
+    proc = subprocess.run([sys.executable, "-c", "import signal, gankit.cli; "
+                           "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "True", proc.stderr
 
 
 def test_control_characters_never_reach_the_terminal(models, tmp_path):

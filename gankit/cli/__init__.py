@@ -12,12 +12,28 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 from typing import Annotated
 
-import typer
 
-from gankit.errors import GankitError
+def _interrupted_while_starting(signum, frame):
+    sys.stderr.write("interrupted\n")
+    raise SystemExit(130)
+
+
+# typer and rich take a few hundred ms to import, before main() can catch anything: a
+# Ctrl-C then exits quietly. Python's handler is back once this module has loaded.
+_SIGINT_AT_IMPORT = signal.getsignal(signal.SIGINT)
+if _SIGINT_AT_IMPORT is signal.default_int_handler:
+    try:
+        signal.signal(signal.SIGINT, _interrupted_while_starting)
+    except ValueError:  # imported outside the main thread, where signals cannot be set
+        _SIGINT_AT_IMPORT = None
+
+import typer  # noqa: E402
+
+from gankit.errors import GankitError  # noqa: E402
 
 # Command name -> module under gankit.cli that registers it; the order here is the order in --help.
 COMMANDS = {
@@ -130,3 +146,7 @@ def main() -> None:
     except KeyboardInterrupt:  # Ctrl-C while a command module imports, before click handles it
         sys.stderr.write("interrupted\n")
         sys.exit(130)
+
+
+if _SIGINT_AT_IMPORT is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _SIGINT_AT_IMPORT)
