@@ -34,7 +34,7 @@ ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid")
 OUTPUT_ACTIVATIONS = ("tanh", "sigmoid", "relu")
 INITS = ("default", "xavier", "he", "dcgan")
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 IMAGE_SIZES = (28, 32)
 
 # Far above any digit GAN, far below what makes the allocator fail with a traceback.
@@ -170,7 +170,8 @@ class TrainConfig:
     ema: float = setting(0.0, "EMA decay of the generator's weights (0 = off).", panel=OPT)
     seed: int = setting(0, "Seed; a CPU run with the same seed is bit-for-bit repeatable.")
     device: str = setting("auto", "Training device.", choices=DEVICES)
-    precision: str = setting("fp32", "fp32, or bf16 (autocast).", choices=PRECISIONS)
+    precision: str = setting("auto", "auto (bf16 autocast only where the device has native bf16 and a timed "
+                             "trial step is faster; else fp32), fp32, or bf16.", choices=PRECISIONS)
     classes: tuple[int, ...] = setting(tuple(range(10)), "Train on these digits only, e.g. 3,8.",
                                        flag="--digits", parse=parse_digits)
     sample_every: int = setting(500, "Write a sample grid every K steps.", panel=OUT)

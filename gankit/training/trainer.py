@@ -206,9 +206,46 @@ class Trainer:
         self.best_score: float | None = None
         # Per-step losses since the last log row; checkpointed so a resume logs the same rows.
         self.pending_losses: list[dict[str, Any]] = []
+        self.precision_choice = self._resolve_precision()
         if resume is not None:
             self._load(resume)
         self.fixed_z, self.fixed_labels = self._fixed_inputs()
+
+    def _resolve_precision(self):
+        """Settle ``--precision auto`` by timing throwaway steps (gankit.training.precision); warn on emulated bf16.
+
+        The chosen precision replaces ``auto`` in the config the run saves, so a resume
+        (and config.json) says what really ran.
+        """
+        from gankit.training import precision as prec
+
+        if self.cfg.precision == "bf16":
+            warning = prec.bf16_warning(self.device)
+            if warning:
+                self.cb.on_message(warning)
+            return None
+        if self.cfg.precision != "auto":
+            return None
+        cfg, batch_state = self.cfg, self.sampler.state()
+        real, labels = self.sampler.next()
+        self.sampler.load_state(batch_state)  # the run's data stream is left where it was
+        train_step = self.plugin.train_step or standard_step
+
+        def make_step(precision: str):
+            import copy
+
+            nets = Nets(copy.deepcopy(self.G), copy.deepcopy(self.D))
+            ctx = make_step_context(
+                nets, self.spec, opt_g=make_optimizer(cfg, nets.generator.parameters(), cfg.lr_g, self.device),
+                opt_d=make_optimizer(cfg, nets.discriminator.parameters(), cfg.lr_d, self.device),
+                next_batch=lambda: (real, labels), loss=cfg.loss, ls_sigmoid=cfg.ls_sigmoid, noise=cfg.noise,
+                seed=cfg.seed, d_steps=cfg.d_steps, precision=precision, device=self.device)
+            return lambda: train_step(ctx, real, labels)
+
+        choice = prec.choose_precision(self.device, make_step)
+        self.cfg = dataclasses.replace(cfg, precision=choice.precision)
+        self.cb.on_message(f"precision auto: {choice.precision} ({choice.reason})")
+        return choice
 
     # ----- state -------------------------------------------------------------------------
     def _load(self, state: ckpt.TrainingState) -> None:
