@@ -55,7 +55,7 @@ LOG_EVERY = 25
 
 
 def one_run(images, labels, plugin: str, classes: tuple[int, ...], args) -> dict:
-    cfg = TrainConfig(plugin=plugin, steps=args.steps, batch_size=args.batch, classes=classes, device=args.device,
+    cfg = TrainConfig.make(plugin=plugin, steps=args.steps, batch_size=args.batch, classes=classes, device=args.device,
                       log_every=LOG_EVERY, sample_every=10**9, checkpoint_every=10**9, seed=0,
                       **ARCHS[args.arch]).validate()
     with tempfile.TemporaryDirectory() as tmp:

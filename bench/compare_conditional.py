@@ -120,7 +120,7 @@ def digit_accuracy(trainer: Trainer, classifier, per_digit: int) -> np.ndarray:
 
 def run_mode(mode: str, args, ds, classifier) -> dict:
     options = {**args.option, "d_cond": mode, "embed_dim": args.embed_dim}
-    cfg = TrainConfig(plugin="conditional", arch=args.arch, batch_size=args.batch, steps=10**9,
+    cfg = TrainConfig.make(plugin="conditional", arch=args.arch, batch_size=args.batch, steps=10**9,
                       lr_g=args.lr, lr_d=args.lr, beta1=args.beta1, beta2=args.beta2, ema=args.ema,
                       g_hidden=args.g_hidden, d_hidden=args.d_hidden, d_dropout=args.d_dropout,
                       loss=args.loss, seed=args.seed, device=args.device, log_every=args.log_every,

@@ -16,6 +16,7 @@ def build(spec: NetSpec) -> Nets:
 
 plugin = GanPlugin(
     name="unconditional",
+    api_version=1,
     description="One GAN over all training images; labels are ignored (MLP or DCGAN nets).",
     build=build,
     label_mode="none",
