@@ -22,7 +22,8 @@ from gankit.contract import ModelCard
 from gankit.errors import ModelFileError
 from gankit.training.export import (card_for, default_export_path, export_from_checkpoint, export_generator,
                                     weights_sha256)
-from gankit.training.grouped import GroupedMLP
+from gankit.training.stacked import GroupedMLP
+from builders_stacked import grouped_class_net, grouped_from_sequentials
 from helpers_models import Z, TinyConditional, exported_models, exported_module, make_card
 
 
@@ -249,7 +250,7 @@ LABEL_BATCHES = {
 @pytest.mark.parametrize("kind", sorted(LABEL_BATCHES))
 def test_grouped_equals_a_loop_over_separate_mlps(kind):
     nets = separate_mlps()
-    grouped = GroupedMLP.from_sequentials(nets, classes=CLASSES, out_shape=(1, 28, 28)).eval()
+    grouped = grouped_from_sequentials(nets, classes=CLASSES, out_shape=(1, 28, 28)).eval()
     labels = LABEL_BATCHES[kind]
     z = torch.randn(len(labels), Z)
     with torch.no_grad():
@@ -258,22 +259,22 @@ def test_grouped_equals_a_loop_over_separate_mlps(kind):
     assert (got - loop_reference(nets, z, labels)).abs().max() < 1e-5
 
 
-def test_forward_blocks_equals_each_class_net():
+def test_block_forward_equals_each_class_net():
     nets = separate_mlps(1)
-    grouped = GroupedMLP.from_sequentials(nets, classes=CLASSES, out_shape=(1, 28, 28))
+    grouped = grouped_from_sequentials(nets, classes=CLASSES, out_shape=(1, 28, 28))
     z = torch.randn(len(CLASSES), 6, Z)
     with torch.no_grad():
-        got = grouped.forward_blocks(z)
+        got = grouped(z)
         want = torch.stack([net(z[k]) for k, net in enumerate(nets)]).view(len(CLASSES), 6, 1, 28, 28)
         mixed = grouped(z.reshape(-1, Z), torch.tensor(CLASSES).repeat_interleave(6))
     assert got.shape == (4, 6, 1, 28, 28) and (got - want).abs().max() < 1e-5
     assert (mixed.view(4, 6, 1, 28, 28) - got).abs().max() < 1e-5
-    with pytest.raises(ValueError, match=r"expected z of shape \[K=4"):
-        grouped.forward_blocks(torch.randn(3, 6, Z))
+    with pytest.raises(ValueError, match=r"expected z blocks of shape \[K=4"):
+        grouped(torch.randn(3, 6, Z))
 
 
 def test_grouped_gradients_reach_only_the_classes_in_the_batch():
-    grouped = GroupedMLP.from_sequentials(separate_mlps(), classes=CLASSES, out_shape=(1, 28, 28))
+    grouped = grouped_from_sequentials(separate_mlps(), classes=CLASSES, out_shape=(1, 28, 28))
     grouped(torch.randn(8, Z), torch.tensor([2, 9] * 4)).square().mean().backward()
     per_class = grouped.weight_0.grad.abs().sum(dim=(1, 2))
     assert per_class[0] == 0 and per_class[2] == 0 and per_class[1] > 0 and per_class[3] > 0
@@ -281,10 +282,10 @@ def test_grouped_gradients_reach_only_the_classes_in_the_batch():
 
 def test_grouped_round_trip_and_errors():
     nets = separate_mlps(2)
-    grouped = GroupedMLP.from_sequentials(nets, classes=CLASSES)
+    grouped = grouped_from_sequentials(nets, classes=CLASSES)
     z = torch.randn(3, Z)
     with torch.no_grad():
-        assert torch.allclose(grouped.group(2)(z), nets[2](z), atol=1e-6)
+        assert torch.allclose(grouped_class_net(grouped, 2)(z), nets[2](z), atol=1e-6)
     with pytest.raises(ValueError, match=r"labels \[4\] are not among this model's classes"):
         grouped(z, torch.tensor([0, 4, 9]))
     with pytest.raises(ValueError, match="do not chain"):
@@ -295,7 +296,7 @@ def test_grouped_round_trip_and_errors():
 
 def test_grouped_onnx_parity_and_graph_groups_by_label(tmp_path):
     nets = separate_mlps(3)
-    grouped = GroupedMLP.from_sequentials(nets, classes=CLASSES, out_shape=(1, 28, 28)).eval()
+    grouped = grouped_from_sequentials(nets, classes=CLASSES, out_shape=(1, 28, 28)).eval()
     card = make_card(label_mode="per-class", classes=CLASSES)
     report = export_generator(grouped, card, tmp_path / "g.onnx", parity_batches=(1, 7, 256))
     assert sorted(report.max_abs_diff) == [1, 7, 256] and report.worst < 1e-5

@@ -6,7 +6,12 @@ machinery and may change between releases. The names are resolved on first use, 
 ``import gankit.training`` itself stays cheap and loads no torch.
 
 * nets: `build_nets` (the built-in MLP / DCGAN pair for a `NetSpec`), the four net
-  classes, `activation`, `init_weights`;
+  classes, `activation` / `ACTIVATIONS` (the one activation table), `init_weights` /
+  `init_layer_` (the one weight-init implementation);
+* stacked per-class nets (K independent nets in one set of tensors, called as
+  ``net(blocks)`` or ``net(x, labels)``): `build_stacked`, `GroupedMLP`,
+  `StackedMLPDiscriminator`, `StackedDCGANGenerator`, `StackedDCGANDiscriminator`,
+  `by_class`, `copy_class_into`;
 * losses: `get_losses` (a `LossPair` by name), `bce_d`, `bce_g`;
 * steps: `standard_step` (the default update, which a plugin's ``train_step`` may call),
   `discriminator_scores`, `AuxiliaryLoss`, `has_batchnorm`;
@@ -25,6 +30,15 @@ _PUBLIC = {
     "DCGANDiscriminator": "nets",
     "activation": "nets",
     "init_weights": "nets",
+    "ACTIVATIONS": "nets",
+    "init_layer_": "nets",
+    "build_stacked": "stacked",
+    "GroupedMLP": "stacked",
+    "StackedMLPDiscriminator": "stacked",
+    "StackedDCGANGenerator": "stacked",
+    "StackedDCGANDiscriminator": "stacked",
+    "by_class": "stacked",
+    "copy_class_into": "stacked",
     "get_losses": "losses",
     "bce_d": "losses",
     "bce_g": "losses",

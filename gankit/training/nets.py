@@ -10,28 +10,56 @@ rewriting the nets.
 from __future__ import annotations
 
 import math
+from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gankit.plugin_api import NetSpec, Nets
 
 __all__ = ["MLPGenerator", "MLPDiscriminator", "DCGANGenerator", "DCGANDiscriminator",
-           "build_nets", "activation", "init_weights"]
+           "build_nets", "ACTIVATIONS", "Activation", "activation", "init_layer_", "init_weights"]
+
+
+def _leaky_relu(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, 0.2)  # the seeds' slope, used by every built-in net
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+# The one activation table: the standard nets wrap it in `Activation` modules, the
+# stacked per-class nets (gankit.training.stacked) call it directly.
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu,
+    "leaky_relu": _leaky_relu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "identity": _identity,
+}
+
+
+class Activation(nn.Module):
+    """An `ACTIVATIONS` entry as a module, so nn.Sequential nets and the stacked nets share one table."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        if name not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")
+        self.name = name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ACTIVATIONS[self.name](x)
+
+    def extra_repr(self) -> str:
+        return self.name
 
 
 def activation(name: str) -> nn.Module:
     """The activation module for a config name (LeakyReLU uses the seeds' slope 0.2)."""
-    return {
-        "relu": lambda: nn.ReLU(),
-        "leaky_relu": lambda: nn.LeakyReLU(0.2),
-        "tanh": lambda: nn.Tanh(),
-        "sigmoid": lambda: nn.Sigmoid(),
-    }[name]()
-
-
-def _output(name: str) -> nn.Module:
-    return activation(name)
+    return Activation(name)
 
 
 class MLPGenerator(nn.Module):
@@ -44,7 +72,7 @@ class MLPGenerator(nn.Module):
         layers: list[nn.Module] = []
         for fan_in, fan_out in zip(widths[:-1], widths[1:]):
             layers += [nn.Linear(fan_in, fan_out), activation(spec.g_activation)]
-        layers += [nn.Linear(widths[-1], spec.image_size ** 2), _output(spec.output_activation)]
+        layers += [nn.Linear(widths[-1], spec.image_size ** 2), activation(spec.output_activation)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None,
@@ -91,7 +119,7 @@ class DCGANGenerator(nn.Module):
         super().__init__()
         c0 = spec.g_hidden[0]
         self.c0 = c0
-        self.fc = nn.Sequential(nn.Linear(spec.z_dim + cond_dim, c0 * 7 * 7), nn.ReLU())
+        self.fc = nn.Sequential(nn.Linear(spec.z_dim + cond_dim, c0 * 7 * 7), activation("relu"))
         blocks: list[nn.Module] = []
         in_ch = c0
         for i, out_ch in enumerate(spec.g_hidden):
@@ -101,7 +129,7 @@ class DCGANGenerator(nn.Module):
             in_ch = out_ch
         if len(spec.g_hidden) < 2:
             blocks.append(nn.Upsample(scale_factor=2, mode="nearest"))
-        blocks += [nn.Conv2d(in_ch, 1, 3, padding=1), _output(spec.output_activation)]
+        blocks += [nn.Conv2d(in_ch, 1, 3, padding=1), activation(spec.output_activation)]
         self.body = nn.Sequential(*blocks)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None,
@@ -144,23 +172,46 @@ class DCGANDiscriminator(nn.Module):
         return self.head(self.features(images, cond)).squeeze(1)
 
 
+@torch.no_grad()
+def init_layer_(weight: torch.Tensor, bias: Optional[torch.Tensor], fan_in: int, fan_out: int, scheme: str,
+                generator: Optional[torch.Generator] = None) -> None:
+    """Draw one Linear/Conv layer's weight and bias in place under ``scheme``, from ``generator``.
+
+    The fans are given rather than read off the weight's shape, so a stacked per-class
+    net can draw one class's slice (a transposed ``[in, out]`` Linear weight included)
+    exactly as the single layer would be drawn. Schemes: ``'default'`` (what nn.Linear /
+    nn.Conv2d draw themselves: their kaiming_uniform_(a=sqrt(5)) reduces to
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and so does their bias), ``'xavier'`` (DL4J;
+    nn.init.xavier_uniform_'s arithmetic), ``'he'`` (the TF1 seed's normal,
+    N(0, 1/sqrt(fan_in/2))), ``'dcgan'`` N(0, 0.02). All but ``'default'`` zero the bias.
+    """
+    if scheme == "default":
+        bound = 1.0 / math.sqrt(fan_in)
+        weight.uniform_(-bound, bound, generator=generator)
+        if bias is not None:
+            bias.uniform_(-bound, bound, generator=generator)
+        return
+    if scheme == "xavier":
+        a = math.sqrt(3.0) * math.sqrt(2.0 / float(fan_in + fan_out))
+        weight.uniform_(-a, a, generator=generator)
+    elif scheme == "he":
+        weight.normal_(0.0, 1.0 / math.sqrt(fan_in / 2.0), generator=generator)
+    elif scheme == "dcgan":
+        weight.normal_(0.0, 0.02, generator=generator)
+    else:
+        raise ValueError(f"unknown init scheme {scheme!r}")
+    if bias is not None:
+        bias.zero_()
+
+
 def init_weights(module: nn.Module, scheme: str) -> None:
-    """Re-initialise Linear/Conv weights: 'xavier' (DL4J), 'he' (the TF1 seed's normal), 'dcgan' N(0, 0.02)."""
+    """Re-initialise every Linear/Conv layer per `init_layer_`; ``'default'`` keeps torch's own draw."""
     if scheme == "default":
         return
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
-            if scheme == "xavier":
-                nn.init.xavier_uniform_(m.weight)
-            elif scheme == "he":
-                fan_in = m.weight[0].numel()
-                nn.init.normal_(m.weight, 0.0, 1.0 / math.sqrt(fan_in / 2.0))
-            elif scheme == "dcgan":
-                nn.init.normal_(m.weight, 0.0, 0.02)
-            else:
-                raise ValueError(f"unknown init scheme {scheme!r}")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+            receptive = m.weight[0][0].numel()
+            init_layer_(m.weight, m.bias, m.weight.shape[1] * receptive, m.weight.shape[0] * receptive, scheme)
 
 
 def build_nets(spec: NetSpec, cond_dim: int = 0) -> Nets:

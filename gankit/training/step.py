@@ -1,6 +1,9 @@
 """The default training step (n discriminator updates, then one generator update).
 
-Heavy tier (torch). Plugins may call `standard_step` from their own ``train_step``.
+Heavy tier (torch). Plugins may call `standard_step` from their own ``train_step``; its
+keyword arguments adapt it to batches that are not one flat ``[N, ...]`` batch (the
+per-digit plugin's class blocks) without copying the update. It calls the nets only
+through their ``forward``, so a DistributedDataParallel wrapper sees every call.
 
 Where the time goes, and what this step does about it (see bench/bench_train_speed.py):
 * The generator's output from the last D update is reused for the G update, so G runs
@@ -16,7 +19,7 @@ Where the time goes, and what this step does about it (see bench/bench_train_spe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -37,7 +40,7 @@ def has_batchnorm(module: nn.Module) -> bool:
 class AuxiliaryLoss:
     """Extra loss terms on a discriminator's second output (e.g. AC-GAN class logits).
 
-    With one, `standard_step` calls ``D.scores_and_aux(images, labels) -> (scores, aux)``
+    With one, `standard_step` calls ``D(images, labels, aux=True) -> (scores, aux)``
     instead of ``D(images, labels)``, adds ``weight * d_term(aux_real, aux_fake, labels)``
     to D's loss and ``weight * g_term(aux_fake, labels)`` to G's, and reports both as
     ``d_<name>`` / ``g_<name>``.
@@ -49,64 +52,104 @@ class AuxiliaryLoss:
     g_term: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _d_pass(d: nn.Module, images: torch.Tensor, labels: torch.Tensor, aux: bool):
-    return d.scores_and_aux(images, labels) if aux else (d(images, labels), None)
+GForward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+DForward = Callable[..., Any]
+
+
+def _d_pass(d_forward: DForward, images: torch.Tensor, labels: torch.Tensor, aux: bool):
+    return d_forward(images, labels, aux=True) if aux else (d_forward(images, labels), None)
+
+
+def _scores(d_forward: DForward, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor, aux: bool,
+            split: bool, dim: int):
+    """(scores, aux or None) on real and on fake; one pass over both joined along ``dim`` unless ``split``."""
+    if split:
+        return _d_pass(d_forward, real, labels, aux), _d_pass(d_forward, fake, labels, aux)
+    n, m = real.shape[dim], fake.shape[dim]
+    scores, extra = _d_pass(d_forward, torch.cat([real, fake], dim), torch.cat([labels, labels], dim), aux)
+    s_real, s_fake = scores.narrow(dim, 0, n), scores.narrow(dim, n, m)
+    if extra is None:
+        return (s_real, None), (s_fake, None)
+    return (s_real, extra.narrow(dim, 0, n)), (s_fake, extra.narrow(dim, n, m))
 
 
 def discriminator_scores(d: nn.Module, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor,
                          aux: bool = False):
-    """D's (scores, aux outputs or None) on real and on fake, in one pass when that is the same maths."""
-    if has_batchnorm(d):
-        return _d_pass(d, real, labels, aux), _d_pass(d, fake, labels, aux)
-    n = real.shape[0]
-    scores, extra = _d_pass(d, torch.cat([real, fake]), torch.cat([labels, labels]), aux)
-    if extra is None:
-        return (scores[:n], None), (scores[n:], None)
-    return (scores[:n], extra[:n]), (scores[n:], extra[n:])
+    """``((scores_real, aux_real), (scores_fake, aux_fake))`` from ``d``'s forward, aux None unless ``aux``.
+
+    Real and fake go through D as one concatenated batch when that is the same maths (D
+    has no batch norm), else separately. With ``aux`` D is called as
+    ``d(images, labels, aux=True)`` and must return ``(scores, aux outputs)``.
+    """
+    return _scores(d, real, fake, labels, aux, has_batchnorm(d), 0)
 
 
 def standard_step(ctx: StepContext, real: torch.Tensor, labels: torch.Tensor,
-                  auxiliary: AuxiliaryLoss | None = None) -> dict[str, torch.Tensor]:
+                  auxiliary: AuxiliaryLoss | None = None, *, g_forward: GForward | None = None,
+                  d_forward: DForward | None = None, batch_dim: int = 0,
+                  reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """One generator step: ``ctx.d_steps`` discriminator updates, then one generator update.
 
-    Returns 0-d detached tensors ``d_loss`` and ``g_loss`` (the trainer turns them into
+    Returns detached tensors ``d_loss`` and ``g_loss`` (the trainer turns them into
     numbers only when it logs, so the step never waits on the device), plus the
     auxiliary terms when ``auxiliary`` is given.
+
+    The keyword arguments let a step whose batch is not one flat ``[N, ...]`` batch
+    (per-digit's ``[K, B, ...]`` class blocks) reuse this update instead of copying it.
+    Every call to the nets goes through their ``forward`` (``ctx.generator(...)``,
+    ``ctx.discriminator(...)``), so a DistributedDataParallel wrapper sees each one:
+
+    * ``g_forward(real, labels) -> fake``: draws the latent batch from ``ctx.noise`` and
+      runs G; default ``ctx.generator(ctx.noise(real.shape[0]), labels)``. It is called
+      inside ``ctx.autocast()``, under ``torch.no_grad()`` for all but the last D update.
+    * ``d_forward(images, labels) -> scores`` (and, with ``auxiliary``,
+      ``d_forward(images, labels, aux=True) -> (scores, aux)``); default ``ctx.discriminator``.
+    * ``batch_dim``: the dimension along which real, fake and labels hold samples; real and
+      fake are joined along it for one D pass when D has no batch norm.
+    * ``reduce(loss) -> 0-d loss``: what each update backpropagates, for loss functions
+      that return several losses (per-digit: ``[K]`` class losses, summed); by default the
+      loss functions' 0-d results themselves. The returned ``d_loss`` / ``g_loss`` are the
+      losses before ``reduce``.
     """
     G, D = ctx.generator, ctx.discriminator
+    if g_forward is None:
+        def g_forward(real: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            return G(ctx.noise(real.shape[0]), labels)
+    d_forward = D if d_forward is None else d_forward
     use_aux = auxiliary is not None
+    split = has_batchnorm(D)  # batch norm: real and fake must not share a batch
     fake = None
     d_loss = d_aux = None
     for i in range(ctx.d_steps):
         if i > 0:
             real, labels = ctx.next_batch()
-        z = ctx.noise(real.shape[0])
         last = i == ctx.d_steps - 1
         with ctx.autocast():
             if last:
-                fake = G(z, labels)  # keeps its graph for the G update below
+                fake = g_forward(real, labels)  # keeps its graph for the G update below
             else:
                 with torch.no_grad():
-                    fake = G(z, labels)
-            (s_real, a_real), (s_fake, a_fake) = discriminator_scores(D, real, fake.detach(), labels, use_aux)
+                    fake = g_forward(real, labels)
+            (s_real, a_real), (s_fake, a_fake) = _scores(d_forward, real, fake.detach(), labels, use_aux,
+                                                         split, batch_dim)
             d_loss = ctx.d_loss_fn(s_real.float(), s_fake.float())
             if use_aux:
                 d_aux = auxiliary.d_term(a_real, a_fake, labels)
                 d_loss = d_loss + auxiliary.weight * d_aux
         ctx.opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
+        (d_loss if reduce is None else reduce(d_loss)).backward()
         ctx.opt_d.step()
 
     D.requires_grad_(False)
     try:
         with ctx.autocast():
-            s_fake, a_fake = _d_pass(D, fake, labels, use_aux)
+            s_fake, a_fake = _d_pass(d_forward, fake, labels, use_aux)
             g_loss = ctx.g_loss_fn(s_fake.float())
             if use_aux:
                 g_aux = auxiliary.g_term(a_fake, labels)
                 g_loss = g_loss + auxiliary.weight * g_aux
         ctx.opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
+        (g_loss if reduce is None else reduce(g_loss)).backward()
         ctx.opt_g.step()
     finally:
         D.requires_grad_(True)

@@ -1,34 +1,40 @@
-"""Stacked per-class nets for the per-digit plugin: K independent GANs held in one set of tensors.
+"""Stacked per-class nets: K independent generators or discriminators held in one set of tensors.
 
-Heavy tier (torch); imported only when the per-digit plugin builds or trains its nets.
+Heavy tier (torch). The per-digit plugin trains one GAN per class with these; a
+third-party per-class plugin may use them too (`gankit.training` lists them).
 
-Class k's net is slice k of every parameter, so all K nets train in one pass:
+Class k's net is slice k of every parameter, so all K nets run in one pass:
 
-* MLP layers keep their weights as ``[K, in, out]`` and run as ``torch.baddbmm`` over a
-  block ``x[K, B, in]`` (B samples for each class). The MLP generator is
-  `gankit.training.grouped.GroupedMLP`; the MLP discriminator is
-  `StackedMLPDiscriminator` (it needs dropout, which GroupedMLP does not have).
+* MLP layers keep their weights as ``[K, in, out]`` (the transpose of ``nn.Linear.weight``)
+  and run as ``torch.baddbmm`` over a block ``x[K, B, in]``: `GroupedMLP` (the generator,
+  any widths and activations) and `StackedMLPDiscriminator` (with dropout and a head).
 * DCGAN convolutions stack the K nets' channels side by side and run as one grouped
   convolution (``groups=K``): input ``[B, K*Cin, H, W]``, weight ``[K*Cout, Cin, 3, 3]``;
   group k sees only class k's channels. Batch norm over ``K*C`` channels normalises each
   channel over its own class's B samples, exactly what K separate batch norms do.
 
-Every module has two forward paths:
+Every net is called through ``forward`` only (so a DistributedDataParallel wrapper sees
+every call), in one of two forms:
 
-``forward_blocks``
-    The training path, on class blocks (``[K, B, ...]``, block k for ``classes[k]``).
-``forward(x, labels)``
-    Any batch of labels (sampling, export, the plugin contract). It groups the batch by
-    label: for each class it picks that class's rows (``nonzero``), runs them through
-    that class's slice of the weights, and scatters the results back into batch order.
-    Each sample costs one pass of its own net; no weight is ever gathered per sample.
-    The generators export with the dynamo ONNX exporter like GroupedMLP does: the class
-    loop unrolls into K branches, ``nonzero`` becomes an unbacked dynamic size.
+``net(blocks)`` (no labels)
+    The training form: class blocks ``[K, B, ...]``, block k for ``classes[k]``.
+    A generator maps ``z[K, B, Z]`` to ``[K, B, 1, S, S]``; a discriminator maps
+    ``images[K, B, 1, S, S]`` to scores ``[K, B]`` and takes ``dropout_gens=``, one
+    ``torch.Generator`` per class for its dropout masks.
+``net(x, labels)``
+    The plugin contract's form, any batch of labels (sampling, export, checks):
+    `by_class` groups the batch by label, runs each class's rows through that class's
+    slice of the weights, and scatters the results back into batch order. Each sample
+    costs one pass of its own net; no weight is ever gathered per sample. The
+    generators export with the dynamo ONNX exporter: the class loop unrolls into K
+    branches of ``Equal -> NonZero -> Gather -> ...`` joined by one ``Concat`` and one
+    ``ScatterND``, ``nonzero`` becoming an unbacked dynamic size. Rows whose label is not
+    one of ``classes`` come out as zeros in the exported graph (eager mode raises
+    instead); the runtime refuses such digits before calling it.
 
-Independence needs care only where randomness enters. Initial weights come from one
-``torch.Generator`` per (class, net), dropout masks from one generator per class per
-training step (`class_generators`), so class c's numbers are the same whichever other
-classes are trained alongside it.
+Independence needs care only where randomness enters: initial weights come from one
+``torch.Generator`` per (class, net) (`class_generators`, `build_stacked`), so class c's
+numbers are the same whichever other classes are built beside it.
 """
 
 from __future__ import annotations
@@ -41,14 +47,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from gankit.plugin_api import NetSpec
-from gankit.training.grouped import ACTIVATIONS, GroupedMLP
+from gankit.training.nets import ACTIVATIONS, init_layer_
 
-__all__ = ["derive_seed", "class_generators", "build_stacked", "StackedMLPDiscriminator",
-           "StackedDCGANGenerator", "StackedDCGANDiscriminator"]
+__all__ = ["GroupedMLP", "StackedMLPDiscriminator", "StackedDCGANGenerator", "StackedDCGANDiscriminator",
+           "build_stacked", "by_class", "class_generators", "derive_seed", "copy_class_into"]
 
 _MASK64 = (1 << 64) - 1
 # Keras BatchNormalization(momentum=0.8, eps=1e-3), as gankit.training.nets uses for DCGAN.
 _BN_MOMENTUM, _BN_EPS = 0.2, 1e-3
+
+Generators = Optional[Sequence[torch.Generator]]
 
 
 def derive_seed(*parts: int) -> int:
@@ -68,65 +76,14 @@ def class_generators(base: int, classes: Sequence[int], stream: int,
     return [torch.Generator(device=device).manual_seed(derive_seed(base, c, stream)) for c in classes]
 
 
-# ----------------------------------------------------------------------------- init
-def _fill_weight_(t: torch.Tensor, fan_in: int, fan_out: int, scheme: str, gen: torch.Generator) -> None:
-    """Draw one class's weight in place, as the single nn.Linear / nn.Conv2d would be under ``scheme``."""
-    if scheme == "default":
-        # torch's kaiming_uniform_(a=sqrt(5)) reduces to U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-        bound = 1.0 / math.sqrt(fan_in)
-        t.uniform_(-bound, bound, generator=gen)
-    elif scheme == "xavier":
-        bound = math.sqrt(6.0 / (fan_in + fan_out))
-        t.uniform_(-bound, bound, generator=gen)
-    elif scheme == "he":  # as gankit.training.nets.init_weights: N(0, 1/sqrt(fan_in/2))
-        t.normal_(0.0, 1.0 / math.sqrt(fan_in / 2.0), generator=gen)
-    elif scheme == "dcgan":
-        t.normal_(0.0, 0.02, generator=gen)
-    else:
-        raise ValueError(f"unknown init scheme {scheme!r}")
+# ----------------------------------------------------------------------------- grouping
+def by_class(x: torch.Tensor, labels: torch.Tensor, classes: tuple[int, ...],
+             run: Callable[[torch.Tensor, int], torch.Tensor]) -> torch.Tensor:
+    """``run(x[rows of class classes[k]], k)`` for each k, the results scattered back into batch order.
 
-
-def _fill_bias_(t: torch.Tensor, fan_in: int, scheme: str, gen: torch.Generator) -> None:
-    if scheme == "default":
-        bound = 1.0 / math.sqrt(fan_in)
-        t.uniform_(-bound, bound, generator=gen)
-    else:
-        t.zero_()  # the other schemes zero biases (gankit.training.nets.init_weights)
-
-
-def _linear(gens: Sequence[torch.Generator], fan_in: int, fan_out: int,
-            scheme: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stacked ``[K, in, out]`` weight and ``[K, out]`` bias, one independent draw per class.
-
-    Each slice is filled in place from its class's generator (no per-class temporaries:
-    ten 1024x784 layers would otherwise cost seconds of copying at build time). The
-    entries are i.i.d., so drawing in ``[in, out]`` order is the same distribution as
-    nn.Linear's ``[out, in]``.
+    Eager mode refuses a label outside ``classes``; under export that check cannot be
+    traced, and such rows stay zero.
     """
-    k = len(gens)
-    w, b = torch.empty(k, fan_in, fan_out), torch.empty(k, fan_out)
-    for i, g in enumerate(gens):
-        _fill_weight_(w[i], fan_in, fan_out, scheme, g)
-        _fill_bias_(b[i], fan_in, scheme, g)
-    return w, b
-
-
-def _conv(gens: Sequence[torch.Generator], cin: int, cout: int, scheme: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Grouped-conv weight ``[K*cout, cin, 3, 3]`` and bias ``[K*cout]``, one draw per class."""
-    k = len(gens)
-    w, b = torch.empty(k * cout, cin, 3, 3), torch.empty(k * cout)
-    for i, g in enumerate(gens):
-        _fill_weight_(w[i * cout:(i + 1) * cout], cin * 9, cout * 9, scheme, g)
-        _fill_bias_(b[i * cout:(i + 1) * cout], cin * 9, scheme, g)
-    return w, b
-
-
-def _activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    return ACTIVATIONS[name]
-
-
-# ----------------------------------------------------------------------------- helpers
-def _check_labels(labels: torch.Tensor, classes: tuple[int, ...]) -> torch.Tensor:
     labels = labels.to(torch.int64).reshape(-1)
     if not torch.compiler.is_exporting():
         known = torch.tensor(classes, dtype=torch.int64, device=labels.device)
@@ -134,13 +91,6 @@ def _check_labels(labels: torch.Tensor, classes: tuple[int, ...]) -> torch.Tenso
         if stray.numel():
             raise ValueError(f"labels {sorted(set(stray.tolist()))} are not among this model's "
                              f"classes {list(classes)}")
-    return labels
-
-
-def _by_class(x: torch.Tensor, labels: torch.Tensor, classes: tuple[int, ...],
-              run: Callable[[torch.Tensor, int], torch.Tensor]) -> torch.Tensor:
-    """``run(x[rows of class k], k)`` for each class, results scattered back into batch order."""
-    labels = _check_labels(labels, classes)
     outs, rows = [], []
     for k, cls_id in enumerate(classes):
         idx = torch.nonzero(labels == cls_id).reshape(-1)
@@ -153,9 +103,42 @@ def _by_class(x: torch.Tensor, labels: torch.Tensor, classes: tuple[int, ...],
     return out.index_put((order,), grouped)
 
 
-def _dropout(x: torch.Tensor, p: float, gens: Optional[Sequence[torch.Generator]], class_dim: int,
-             training: bool) -> torch.Tensor:
-    """Dropout; with ``gens`` each class's mask comes from its own generator (see module doc)."""
+def _check_blocks(x: torch.Tensor, k: int, dims: int, what: str) -> None:
+    if x.dim() != dims or x.shape[0] != k:
+        raise ValueError(f"without labels, expected {what} blocks of shape [K={k}, B, ...] ({dims} dims), "
+                         f"got {tuple(x.shape)}")
+
+
+# ----------------------------------------------------------------------------- init
+def _linear(gens: Sequence[torch.Generator], fan_in: int, fan_out: int,
+            scheme: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stacked ``[K, in, out]`` weight and ``[K, out]`` bias, one independent draw per class.
+
+    Each slice is filled in place from its class's generator (no per-class temporaries:
+    ten 1024x784 layers would otherwise cost seconds of copying at build time). The
+    entries are i.i.d., so drawing in ``[in, out]`` order is the same distribution as
+    nn.Linear's ``[out, in]``.
+    """
+    k = len(gens)
+    w, b = torch.empty(k, fan_in, fan_out), torch.empty(k, fan_out)
+    for i, g in enumerate(gens):
+        init_layer_(w[i], b[i], fan_in, fan_out, scheme, g)
+    return w, b
+
+
+def _conv(gens: Sequence[torch.Generator], cin: int, cout: int, scheme: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grouped-conv weight ``[K*cout, cin, 3, 3]`` and bias ``[K*cout]``, one draw per class."""
+    k = len(gens)
+    w, b = torch.empty(k * cout, cin, 3, 3), torch.empty(k * cout)
+    for i, g in enumerate(gens):
+        sl = slice(i * cout, (i + 1) * cout)
+        init_layer_(w[sl], b[sl], cin * 9, cout * 9, scheme, g)
+    return w, b
+
+
+# ----------------------------------------------------------------------------- pieces
+def _dropout(x: torch.Tensor, p: float, gens: Generators, class_dim: int, training: bool) -> torch.Tensor:
+    """Dropout; with ``gens`` each class's mask comes from its own generator (see the module doc)."""
     if p <= 0 or not training:
         return x
     if gens is None:
@@ -191,6 +174,82 @@ def _stacked_bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, momentum=_BN_MOMENTUM, eps=_BN_EPS)
 
 
+# ----------------------------------------------------------------------------- MLP G
+class GroupedMLP(nn.Module):
+    """K stacked MLPs; sample i is computed by the MLP of class ``labels[i]``.
+
+    Args:
+        weights: one tensor per layer, shaped ``[K, in, out]`` (note: the transpose of
+            ``nn.Linear.weight``), so layer i computes ``x @ weights[i][k] + biases[i][k]``.
+        biases: one tensor per layer, shaped ``[K, out]``.
+        activations: one name per layer from `gankit.training.nets.ACTIVATIONS`
+            (``None`` means identity).
+        classes: the class id each of the K nets draws, ascending (default ``0..K-1``).
+        out_shape: shape of one sample's output (default ``(out,)``; a generator uses
+            ``(1, 28, 28)``).
+
+    The weights become trainable parameters ``weight_0, bias_0, weight_1, ...``.
+    """
+
+    def __init__(self, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+                 activations: Sequence[str | None], classes: Sequence[int] | None = None,
+                 out_shape: Sequence[int] | None = None):
+        super().__init__()
+        if not weights or len(weights) != len(biases) or len(weights) != len(activations):
+            raise ValueError("need one weight, one bias and one activation per layer")
+        k = weights[0].shape[0]
+        prev = weights[0].shape[1]
+        for i, (w, b) in enumerate(zip(weights, biases)):
+            if w.dim() != 3 or w.shape[0] != k or w.shape[1] != prev or tuple(b.shape) != (k, w.shape[2]):
+                raise ValueError(f"layer {i}: weight {tuple(w.shape)} / bias {tuple(b.shape)} do not chain "
+                                 f"as [K={k}, in={prev}, out] / [K, out]")
+            prev = w.shape[2]
+        names = [a or "identity" for a in activations]
+        unknown = [a for a in names if a not in ACTIVATIONS]
+        if unknown:
+            raise ValueError(f"unknown activation(s) {unknown}; known: {', '.join(ACTIVATIONS)}")
+        classes = tuple(range(k)) if classes is None else tuple(int(c) for c in classes)
+        if len(classes) != k or len(set(classes)) != k:
+            raise ValueError(f"need {k} distinct classes, got {classes}")
+        out_shape = (prev,) if out_shape is None else tuple(int(s) for s in out_shape)
+        if math.prod(out_shape) != prev:
+            raise ValueError(f"out_shape {out_shape} does not hold {prev} values")
+
+        self.num_groups = k
+        self.in_features = weights[0].shape[1]
+        self.classes = classes
+        self.out_shape = out_shape
+        self.activations = tuple(names)
+        self.num_layers = len(weights)
+        for i, (w, b) in enumerate(zip(weights, biases)):
+            self.register_parameter(f"weight_{i}", nn.Parameter(w.detach().clone().float()))
+            self.register_parameter(f"bias_{i}", nn.Parameter(b.detach().clone().float()))
+
+    def layers(self) -> list[tuple[torch.Tensor, torch.Tensor, str]]:
+        """``(weight [K, in, out], bias [K, out], activation)`` for each layer."""
+        return [(getattr(self, f"weight_{i}"), getattr(self, f"bias_{i}"), self.activations[i])
+                for i in range(self.num_layers)]
+
+    def _run_class(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        for w, b, act in self.layers():
+            x = ACTIVATIONS[act](torch.addmm(b[k], x, w[k]))
+        return x
+
+    def _blocks(self, z: torch.Tensor) -> torch.Tensor:
+        x = z
+        for w, b, act in self.layers():
+            x = ACTIVATIONS[act](torch.baddbmm(b.unsqueeze(1), x, w))
+        return x.reshape(z.shape[0], z.shape[1], *self.out_shape)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``z[N, in]`` with ``labels[N]`` -> ``[N, *out_shape]``; ``z[K, B, in]`` alone -> ``[K, B, *out_shape]``."""
+        if labels is None:
+            _check_blocks(z, self.num_groups, 3, "z")
+            return self._blocks(z)
+        out = by_class(z, labels, self.classes, self._run_class)
+        return out.reshape(z.shape[0], *self.out_shape)
+
+
 # ----------------------------------------------------------------------------- MLP D
 class StackedMLPDiscriminator(nn.Module):
     """K MLP discriminators (gankit.training.nets.MLPDiscriminator's layout), weights ``[K, in, out]``."""
@@ -214,24 +273,27 @@ class StackedMLPDiscriminator(nn.Module):
     def layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(getattr(self, f"weight_{i}"), getattr(self, f"bias_{i}")) for i in range(self.num_layers)]
 
-    def forward_blocks(self, x: torch.Tensor, gens: Optional[Sequence[torch.Generator]] = None) -> torch.Tensor:
-        """``x[K, N, 1, S, S]`` (block k: images for class k) -> raw scores ``[K, N]``."""
-        act = _activation(self.act)
+    def _blocks(self, x: torch.Tensor, gens: Generators) -> torch.Tensor:
+        act = ACTIVATIONS[self.act]
         h = x.reshape(x.shape[0], x.shape[1], -1)
         for w, b in self.layers():
             h = _dropout(act(torch.baddbmm(b.unsqueeze(1), h, w)), self.p, gens, 0, self.training)
         return torch.baddbmm(self.head_bias.unsqueeze(1), h, self.head_weight).squeeze(2)
 
     def _run_class(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        act = _activation(self.act)
+        act = ACTIVATIONS[self.act]
         h = x.reshape(x.shape[0], -1)
         for w, b in self.layers():
             h = F.dropout(act(torch.addmm(b[k], h, w[k])), self.p, self.training and self.p > 0)
         return torch.addmm(self.head_bias[k], h, self.head_weight[k]).squeeze(1)
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Any batch: each image scored by its own label's discriminator -> ``[N]``."""
-        return _by_class(images, labels, self.classes, self._run_class)
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
+                dropout_gens: Generators = None) -> torch.Tensor:
+        """``images[N, 1, S, S]`` with ``labels[N]`` -> scores ``[N]``; ``images[K, B, 1, S, S]`` alone -> ``[K, B]``."""
+        if labels is None:
+            _check_blocks(images, self.num_groups, 5, "image")
+            return self._blocks(images, dropout_gens)
+        return by_class(images, labels, self.classes, self._run_class)
 
 
 # ----------------------------------------------------------------------------- DCGAN
@@ -267,17 +329,16 @@ class StackedDCGANGenerator(nn.Module):
         self.out_weight, self.out_bias = nn.Parameter(w), nn.Parameter(b)
 
     def _body(self, h: torch.Tensor, conv: Callable, norm: Callable) -> torch.Tensor:
-        act = _activation(self.act)
+        act = ACTIVATIONS[self.act]
         for i, (up, _) in enumerate(self.plan):
             if up:
                 h = F.interpolate(h, scale_factor=2, mode="nearest")
             h = act(norm(i, conv(h, self.conv_weights[i], self.conv_biases[i])))
         if self.final_upsample:
             h = F.interpolate(h, scale_factor=2, mode="nearest")
-        return _activation(self.out_act)(conv(h, self.out_weight, self.out_bias))
+        return ACTIVATIONS[self.out_act](conv(h, self.out_weight, self.out_bias))
 
-    def forward_blocks(self, z: torch.Tensor) -> torch.Tensor:
-        """``z[K, B, Z]`` (block k for class k) -> images ``[K, B, 1, 28, 28]``."""
+    def _blocks(self, z: torch.Tensor) -> torch.Tensor:
         k, n = z.shape[0], z.shape[1]
         h = torch.relu(torch.baddbmm(self.fc_bias.unsqueeze(1), z, self.fc_weight))
         # [K, B, c0*49] -> [B, K*c0, 7, 7]: class k owns channels k*c0 .. (k+1)*c0-1.
@@ -295,9 +356,12 @@ class StackedDCGANGenerator(nn.Module):
 
         return self._body(h, conv, lambda i, x: _bn_slice(self.norms[i], x, k, self.training))
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Any batch: each image drawn by its own label's generator -> ``[N, 1, 28, 28]``."""
-        return _by_class(z, labels, self.classes, self._run_class)
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``z[N, Z]`` with ``labels[N]`` -> ``[N, 1, 28, 28]``; ``z[K, B, Z]`` alone -> ``[K, B, 1, 28, 28]``."""
+        if labels is None:
+            _check_blocks(z, self.num_groups, 3, "z")
+            return self._blocks(z)
+        return by_class(z, labels, self.classes, self._run_class)
 
 
 class StackedDCGANDiscriminator(nn.Module):
@@ -332,7 +396,7 @@ class StackedDCGANDiscriminator(nn.Module):
         self.head_weight, self.head_bias = nn.Parameter(w), nn.Parameter(b)
 
     def _body(self, h: torch.Tensor, conv: Callable, norm: Callable, dropout: Callable) -> torch.Tensor:
-        act = _activation(self.act)
+        act = ACTIVATIONS[self.act]
         for i, (stride, pad, has_bn) in enumerate(self.plan):
             h = conv(h, self.conv_weights[i], self.conv_biases[i], stride)
             if pad:
@@ -342,8 +406,7 @@ class StackedDCGANDiscriminator(nn.Module):
             h = dropout(act(h))
         return h
 
-    def forward_blocks(self, x: torch.Tensor, gens: Optional[Sequence[torch.Generator]] = None) -> torch.Tensor:
-        """``x[K, N, 1, 28, 28]`` (block k: images for class k) -> raw scores ``[K, N]``."""
+    def _blocks(self, x: torch.Tensor, gens: Generators) -> torch.Tensor:
         k, n = x.shape[0], x.shape[1]
         h = x.reshape(k, n, x.shape[-2], x.shape[-1]).transpose(0, 1)  # [N, K, 28, 28]: one channel per class
         h = self._body(
@@ -363,9 +426,13 @@ class StackedDCGANDiscriminator(nn.Module):
                        lambda t: F.dropout(t, self.p, self.training and self.p > 0))
         return torch.addmm(self.head_bias[k], h.flatten(1), self.head_weight[k]).squeeze(1)
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Any batch: each image scored by its own label's discriminator -> ``[N]``."""
-        return _by_class(images, labels, self.classes, self._run_class)
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
+                dropout_gens: Generators = None) -> torch.Tensor:
+        """``images[N, 1, 28, 28]`` with ``labels[N]`` -> scores ``[N]``; ``images[K, B, 1, 28, 28]`` alone -> ``[K, B]``."""
+        if labels is None:
+            _check_blocks(images, self.num_groups, 5, "image")
+            return self._blocks(images, dropout_gens)
+        return by_class(images, labels, self.classes, self._run_class)
 
 
 # ----------------------------------------------------------------------------- build
