@@ -57,10 +57,16 @@ def _cli_only() -> list[inspect.Parameter]:
         opt("progress_seconds", Annotated[Optional[float], typer.Option(
             help="When stderr is not a terminal: a plain progress line at most this often.  [default: 30]",
             rich_help_panel="Outputs")]),
+        opt("nproc", Annotated[Optional[int], typer.Option(
+            help="Train on N local processes with DistributedDataParallel (gloo on CPU, NCCL on CUDA); "
+                 "the global batch stays --batch-size. Under torchrun, leave it out.", rich_help_panel="Run")]),
+        opt("shard_digits", Annotated[bool, typer.Option(
+            "--shard-digits", help="per-digit: each process trains its own digits, with no gradient traffic.",
+            rich_help_panel="Run")], False),
     ]
 
 
-CLI_ONLY = ("config", "lr", "name", "runs_dir", "resume", "quiet", "progress_seconds")
+CLI_ONLY = ("config", "lr", "name", "runs_dir", "resume", "quiet", "progress_seconds", "nproc", "shard_digits")
 # What a --config file may set besides the settings (--resume and --config make no sense there).
 FILE_CLI_KEYS = ("lr", "name", "runs_dir", "quiet", "progress_seconds")
 
@@ -273,19 +279,26 @@ def train(**kwargs: Any) -> None:
 
         run_dir = runs_dir / (name or f"{cfg.plugin}-{time.strftime('%Y%m%d-%H%M%S')}")
     _check_evaluation(plan.config)
+    from gankit.training import distributed
+
+    role = distributed.role_for(cli["nproc"], cli["shard_digits"], plan, state)
+    if role is not None and role.launcher:  # this process only starts the ranks and watches them
+        raise typer.Exit(distributed.launch(role, distributed.rank_argv(run_dir, state is None and not cli["name"])))
 
     from gankit.data import default_dataset, load_dataset
 
     cfg = plan.config
     dataset = default_dataset("train") if cfg.data == "default" else load_dataset(cfg.data, "train")
     notes.extend(dataset.messages())  # which files, how many images, and a warning for a named subset
-    if state is None:
+    if state is None and (role is None or role.writes):
         from gankit.training.runlog import claim_folder
 
         note = claim_folder(run_dir)  # a folder with no committed checkpoint is taken over, and said so
         if note:
             notes.append(f"note: {note}")
-    _run(plan, dataset, run_dir, state, bool(cli["quiet"]), cli["progress_seconds"] or 30.0, notes)
+    if role is not None and not role.writes:  # the other ranks train silently; rank 0 reports
+        cli["quiet"], notes = True, []
+    _run(plan, dataset, run_dir, state, bool(cli["quiet"]), cli["progress_seconds"] or 30.0, notes, role)
 
 
 def _resume_plan(resume: Path, given: dict[str, Any], cli: dict[str, Any]):
@@ -326,7 +339,8 @@ def _check_evaluation(cfg: TrainConfig) -> None:
         raise UsageError(f"--eval-samples {cfg.eval_samples} is too few for --eval-every: {exc}") from None
 
 
-def _run(plan, dataset, run_dir: Path, state, quiet: bool, progress_seconds: float, notes: list[str]) -> None:
+def _run(plan, dataset, run_dir: Path, state, quiet: bool, progress_seconds: float, notes: list[str],
+         role=None) -> None:
     import time
 
     from rich.console import Console
@@ -384,18 +398,25 @@ def _run(plan, dataset, run_dir: Path, state, quiet: bool, progress_seconds: flo
             say(f"eval @ {step}: " + ", ".join(f"{k}={v:.4g}" for k, v in report.items() if isinstance(v, float)))
 
     evaluator = None
-    if cfg.eval_every:
+    if cfg.eval_every and (role is None or role.writes):
         from gankit.training.evaluation import make_training_evaluator
 
         evaluator = make_training_evaluator(cfg, plan.plugin)
+    parallel = None
+    if role is not None:  # join the other ranks; with --shard-digits, this rank's digits (and resume slice)
+        from gankit.training import distributed
+
+        parallel, plan, state = distributed.join(role, plan, state)
     trainer = Trainer.from_plan(plan, dataset.images, dataset.labels, run_dir, dataset_name=dataset.name,
-                                callbacks=ProgressCallbacks(), resume=state, evaluator=evaluator)
+                                callbacks=ProgressCallbacks(), resume=state, evaluator=evaluator, parallel=parallel)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create the run folder {run_dir}: {exc.strerror or exc}") from None
     with progress:
-        result = trainer.run()
+        result = trainer.run() if parallel is None else parallel.run(trainer)
+    if result is None:  # a rank other than 0: rank 0 reports
+        return
     rate = result.steps_run / result.seconds if result.seconds > 0 else float("nan")
     resumed = f" (resumed at step {result.start_step}; now at {result.steps})" if result.start_step else ""
     console.print(f"[green]done[/]: {result.steps_run} steps in {result.seconds:.1f}s, {rate:.1f} steps/s"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import random
 import signal
 import time
@@ -172,7 +173,7 @@ class Trainer:
                  run_dir: Path, *, dataset_name: str, callbacks: Callbacks | None = None,
                  resume: ckpt.TrainingState | None = None,
                  evaluator: Callable[[torch.nn.Module, int], dict[str, Any]] | None = None,
-                 spec: NetSpec | None = None):
+                 spec: NetSpec | None = None, parallel: Any = None):
         self.spec = spec if spec is not None else spec_from_config(cfg, plugin)
         self.cfg = dataclasses.replace(cfg, options=dict(self.spec.options))
         cfg = self.cfg
@@ -183,6 +184,9 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.evaluator = evaluator
         self.tb = None
+        # One rank of a multi-process run (gankit.training.distributed.Parallel): rank 0 alone writes.
+        self.parallel = parallel
+        self.writes = parallel is None or parallel.writes
 
         seed_everything(cfg.seed)
         try:
@@ -202,11 +206,15 @@ class Trainer:
                 seed=cfg.seed, value_range=self.spec.value_range, image_size=cfg.net.image_size, device=self.device)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+        if parallel is not None:  # this rank's rows of the one-process batch
+            self.sampler = parallel.shard_batches(self.sampler)
         self.step = 0
         self.best_score: float | None = None
         # Per-step losses since the last log row; checkpointed so a resume logs the same rows.
         self.pending_losses: list[dict[str, Any]] = []
         self.precision_choice = self._resolve_precision()
+        if parallel is not None:  # each rank timed its own steps; all follow rank 0's choice
+            self.cfg = parallel.same_precision(self.cfg)
         if resume is not None:
             self._load(resume)
         self.fixed_z, self.fixed_labels = self._fixed_inputs()
@@ -266,15 +274,21 @@ class Trainer:
         self.pending_losses = ckpt.pending_from_json(state.extra.get(ckpt.PENDING, []), self.device)
 
     def _save(self, name: str | None = None) -> Path:
-        path = ckpt.save_checkpoint(
-            self.run_dir / "checkpoints", self.step, self.cfg,
+        if self.parallel is not None:  # every rank takes part; rank 0 writes what one process would
+            return self.parallel.save(self, name)
+        return self._write_checkpoint(self.cfg, self._checkpoint_parts(), name)
+
+    def _checkpoint_parts(self) -> dict[str, Any]:
+        return dict(
             generator=self.G.state_dict(), discriminator=self.D.state_dict(),
             ema=self.ema.shadow if self.ema else None, opt_g=self.opt_g, opt_d=self.opt_d,
             rng=_rng_state(self.noise_gen, self.device), sampler=self.sampler.state(),
-            keep=self.cfg.keep_checkpoints, name=name,
             extra={"dataset": self.dataset_name, "plugin": self.plugin.name, "best_score": self.best_score,
                    ckpt.PENDING: ckpt.pending_to_json(self.pending_losses)})
-        return path
+
+    def _write_checkpoint(self, config: TrainConfig, parts: dict[str, Any], name: str | None) -> Path:
+        return ckpt.save_checkpoint(self.run_dir / "checkpoints", self.step, config,
+                                    keep=self.cfg.keep_checkpoints, name=name, **parts)
 
     def _fixed_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Noise and labels for the progress grids, from their own seed so they never disturb training."""
@@ -333,14 +347,21 @@ class Trainer:
     def run(self) -> TrainResult:
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        runlog.write_config(self.run_dir, cfg.dumps())
         metrics_path = self.run_dir / runlog.METRICS
-        rows = self._read_metrics(metrics_path)
-        self.tb = self._open_tensorboard()
+        if self.writes:
+            saved = self.parallel.saved_config(cfg) if self.parallel is not None else cfg
+            runlog.write_config(self.run_dir, saved.dumps())
+        rows = self._read_metrics(metrics_path) if self.writes else []
+        self.tb = self._open_tensorboard() if self.writes else None
         train_step = self.plugin.train_step or standard_step
+        nets, noise = Nets(self.G, self.D), cfg.noise
+        if self.parallel is not None:  # DDP replicas, and this rank's rows of the one-process noise
+            nets = Nets(*self.parallel.wrap(self.G, self.D))
+            noise = self.parallel.noise(cfg.noise, cfg.net.z_dim, self.noise_gen,
+                                        cfg.batch_size if self.plugin.batch_layout == "per-class" else None)
         ctx = make_step_context(
-            Nets(self.G, self.D), self.spec, opt_g=self.opt_g, opt_d=self.opt_d, next_batch=self.sampler.next,
-            loss=cfg.loss, ls_sigmoid=cfg.ls_sigmoid, noise=cfg.noise, torch_generator=self.noise_gen,
+            nets, self.spec, opt_g=self.opt_g, opt_d=self.opt_d, next_batch=self.sampler.next,
+            loss=cfg.loss, ls_sigmoid=cfg.ls_sigmoid, noise=noise, torch_generator=self.noise_gen,
             d_steps=cfg.d_steps, precision=cfg.precision, device=self.device, step=self.step)
         self._tb_graph()
         self.G.train()
@@ -351,7 +372,7 @@ class Trainer:
         t_log, s_log = start, self.step
         start_step = self.step
         pending = self.pending_losses  # the same list: _save stores what it holds
-        with _StopFlag() as stop, runlog.MetricsLog(metrics_path) as metrics_file, self._finishing(rows):
+        with _StopFlag() as stop, runlog.MetricsLog(metrics_path if self.writes else Path(os.devnull)) as metrics_file, self._finishing(rows):
             while self.step < cfg.steps:
                 ctx.step = self.step
                 real, labels = self.sampler.next()
@@ -361,12 +382,16 @@ class Trainer:
                 self.step += 1
                 pending.append(losses)
                 out_of_time = cfg.max_seconds > 0 and time.perf_counter() - start >= cfg.max_seconds
+                if self.parallel is not None:  # every rank stops at the same step
+                    stop.requested, out_of_time = self.parallel.agree(stop.requested, out_of_time)
                 final = self.step == cfg.steps or out_of_time
                 # Not on Ctrl-C: an extra row there would make the log differ from an uninterrupted
                 # run's; the checkpoint carries the pending losses instead.
                 if self.step % cfg.log_every == 0 or final:
                     now = time.perf_counter()
                     row = self._log_row(pending, (self.step - s_log) / max(now - t_log, 1e-9), now - start)
+                    if self.parallel is not None:  # the losses of the whole global batch
+                        row = self.parallel.reduce_row(row)
                     pending.clear()
                     t_log, s_log = now, self.step
                     if not all(np.isfinite(v) for k, v in row.items() if k.endswith("loss")):
@@ -382,7 +407,7 @@ class Trainer:
                             if k != "step":
                                 self.tb.add_scalar(k, v, self.step)
                     self.cb.on_log(row)
-                if self.step % cfg.sample_every == 0 or final:
+                if (self.step % cfg.sample_every == 0 or final) and self.writes:
                     self.cb.on_sample(self.step, self.sample_grid())
                 if cfg.eval_every and (self.step % cfg.eval_every == 0 or final) and self.evaluator:
                     self._evaluate(rows, metrics_file)
@@ -416,7 +441,8 @@ class Trainer:
             if self.tb is not None:
                 self.tb.close()
                 self.tb = None
-            self._write_loss_curve(rows)
+            if self.writes:
+                self._write_loss_curve(rows)
         except Exception:  # noqa: BLE001 - never hide the error that stopped the run
             if not quietly:
                 raise
