@@ -1,4 +1,5 @@
-"""gankit.eval metrics: exact maths on synthetic inputs, and real-MNIST behaviour.
+"""gankit.eval: exact maths on synthetic inputs, the sampling protocol, the module layout,
+and real-MNIST behaviour of the report.
 
 Light tier. The real-data tests use ../shared/data/mnist and the shipped classifier
 and reference statistics.
@@ -6,6 +7,7 @@ and reference statistics.
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 from pathlib import Path
@@ -28,7 +30,8 @@ from gankit.eval import (
     min_samples_for_fd,
     per_digit_accuracy,
 )
-from gankit.eval import metrics as M
+from gankit.eval import maths as M
+from gankit.eval import protocol as P
 from gankit.eval.reference import ASSETS
 
 from conftest import MNIST  # noqa: E402
@@ -126,8 +129,13 @@ def test_per_digit_accuracy_and_coverage_numbers():
     predicted = np.array([0, 0, 0, 5, 1, 2, 7, 7])
     acc, mean = per_digit_accuracy(predicted, intended)
     assert acc == {0: 0.75, 1: 0.5, 7: 1.0} and mean == pytest.approx(0.75)
-    with pytest.raises(UsageError, match="digits 0..9"):
+    with pytest.raises(UsageError, match="0..9"):
         per_digit_accuracy(predicted, intended + 5)
+    # Read as no digit is wrong, never a free pass.
+    acc, mean = per_digit_accuracy(np.array([0, P.NOT_A_DIGIT, P.NOT_A_DIGIT, 1]), np.array([0, 0, 1, 1]))
+    assert acc == {0: 0.5, 1: 0.5} and mean == pytest.approx(0.5)
+    with pytest.raises(UsageError, match="0..10"):
+        per_digit_accuracy(np.array([11, 0]), np.array([0, 0]))
 
     one_digit = digit_coverage(np.full(1000, 4))
     assert one_digit.entropy_bits == pytest.approx(0.0, abs=1e-12)
@@ -143,6 +151,83 @@ def test_per_digit_accuracy_and_coverage_numbers():
     assert cov.entropy_bits == pytest.approx(math.log2(9)) and cov.alarm and cov.starved_digits == [3]
     # A model asked only for sevens that draws only sevens is not collapsed.
     assert not digit_coverage(np.full(300, 7), np.eye(10)[7]).alarm
+
+
+def test_coverage_counts_images_read_as_no_digit_against_the_digits():
+    # Asked for 3s and 8s; every 8 is fine, but 80% of the 3s read as no digit. The digits
+    # read still look "balanced" between few classes, yet 3 is starved and the share of
+    # non-digits trips the alarm.
+    predicted = np.array([3] * 20 + [P.NOT_A_DIGIT] * 80 + [8] * 100)
+    expected = np.bincount(np.repeat([3, 8], 100), minlength=10)
+    cov = digit_coverage(predicted, expected)
+    assert cov.counts[3] == 20 and cov.counts[8] == 100 and cov.not_a_digit == 80 and sum(cov.counts) == 120
+    assert cov.alarm and cov.starved_digits == [3]
+    assert any("80 of 200 images (40.0%) read as no digit" in r for r in cov.reasons)
+    # A few non-digits among many good images (as real MNIST has) do not.
+    few = np.where(np.arange(1000) % 100 == 0, P.NOT_A_DIGIT, np.arange(1000) % 10)
+    cov = digit_coverage(few)
+    assert cov.not_a_digit == 10 and not cov.alarm
+    # All noise: nothing reads as a digit, and every digit is starved.
+    none = digit_coverage(np.full(500, P.NOT_A_DIGIT))
+    assert none.counts == [0] * 10 and none.alarm and none.starved_digits == list(range(10))
+
+
+# ------------------------------------------------------------------ the sampling protocol and the layout
+
+
+def test_one_sampling_rule():
+    z, labels = P.evaluation_inputs(25, z_dim=7, noise="normal", digits=(8, 3), seed=4)
+    assert z.dtype == np.float32 and z.shape == (25, 7) and labels.dtype == np.int64
+    assert labels.tolist() == [3, 8] * 12 + [3]  # sorted, cycling
+    np.testing.assert_array_equal(z, np.random.default_rng(4).standard_normal((25, 7), dtype=np.float32))
+    # Drawing in chunks from one Generator is the same stream as one draw (the runtime's
+    # generate relies on it), and the same seed gives the same latents.
+    rng = np.random.default_rng(4)
+    np.testing.assert_array_equal(np.concatenate([P.sample_latent(10, 7, "normal", rng),
+                                                  P.sample_latent(15, 7, "normal", rng)]), z)
+    u = P.sample_latent(4000, 3, "uniform", 0)
+    assert u.dtype == np.float32 and -1 <= u.min() < -0.99 and 0.99 < u.max() <= 1
+    with pytest.raises(ValueError, match="noise"):
+        P.sample_latent(3, 2, "laplace", 0)
+    assert P.cycle_labels(range(10), 12).tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+
+
+def test_training_evaluator_asks_for_the_images_gankit_evaluate_asks_for():
+    pytest.importorskip("torch")
+    from gankit.config import TrainConfig
+    from gankit.training.evaluation import evaluation_inputs
+
+    cfg = TrainConfig.make(z_dim=12, classes=(3, 8), seed=123, noise="uniform")
+    z, labels = evaluation_inputs(cfg, "conditional", 300)
+    z_cli, labels_cli = P.evaluation_inputs(300, z_dim=12, noise="uniform", digits=(3, 8), seed=P.DEFAULT_SEED)
+    np.testing.assert_array_equal(z.numpy(), z_cli)
+    np.testing.assert_array_equal(labels, labels_cli)
+    # The run's own seed drives training, not which images are scored.
+    z_other, _ = evaluation_inputs(TrainConfig.make(z_dim=12, classes=(3, 8), seed=7, noise="uniform"),
+                                   "conditional", 300)
+    np.testing.assert_array_equal(z_other.numpy(), z_cli)
+    assert evaluation_inputs(cfg, "none", 10)[1] is None
+
+
+def _gankit_imports(module: str) -> set[str]:
+    path = Path(__file__).resolve().parent.parent / "gankit" / Path(*module.split(".")[1:]).with_suffix(".py")
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return {n for n in names if n.startswith("gankit")}
+
+
+def test_eval_layout_has_no_import_loop():
+    # The maths and the protocol stand alone; the classifier and the reference loader
+    # never reach back into the report that uses them; the loader does not need the builder.
+    assert _gankit_imports("gankit.eval.protocol") == set()
+    assert _gankit_imports("gankit.eval.maths") <= {"gankit.errors", "gankit.eval.protocol"}
+    for module in ("gankit.eval.classifier", "gankit.eval.reference"):
+        assert not {"gankit.eval.report", "gankit.eval.reference_build"} & _gankit_imports(module), module
+    assert "gankit.eval.report" not in _gankit_imports("gankit.eval.reference_build")
 
 
 # ------------------------------------------------------------------ real MNIST
@@ -180,12 +265,13 @@ def test_classifier_score_and_entropy_of_real_data(real):
     assert cs == pytest.approx(ref.real["classifier_score"], rel=0.01)
     # Label smoothing caps the classifier's confidence near 0.95, which puts real MNIST
     # near 7.4 rather than 10; what matters is agreement with the shipped reference.
-    assert 7.0 < cs <= 10.0 and cs_std < 0.3
+    assert 6.5 < cs <= 11.0 and cs_std < 0.3
     one_image = M.softmax(real["test_logits"][[7] * 400])
     assert classifier_score(one_image)[0] == pytest.approx(1.0, abs=1e-9)
     cov = digit_coverage(probs.argmax(1), np.asarray(ref.real["label_share"]))
     assert cov.entropy_bits > 3.3 and not cov.alarm
-    assert ref.real["accuracy"] >= 0.985
+    assert ref.real["accuracy"] >= 0.985 and cov.not_a_digit / 10000 == pytest.approx(ref.real["not_a_digit_share"])
+    assert ref.real["not_a_digit_share"] < 0.005
 
 
 @needs_mnist
@@ -193,6 +279,7 @@ def test_reference_assets_are_small_consistent_and_guarded():
     files = [p for p in ASSETS.iterdir() if p.name.startswith("eval_reference")]
     total = sum(p.stat().st_size for p in files) + (ASSETS / "digit_classifier.onnx").stat().st_size
     assert len(files) == 7 and total < 3_000_000
+    assert json.loads((ASSETS / "eval_reference.json").read_text())["protocol"]["protocol_version"] == P.PROTOCOL_VERSION
     ref = load_reference("train", classifier_sha256=CLASSIFIER_SHA256)
     assert ref.kid_features.shape == (2000, 128) and ref.sigma.shape == (128, 128)
     # FD is symmetric, so "train vs test" is the same number whichever split is reference
@@ -218,10 +305,12 @@ def test_evaluate_real_digits_conditional(real):
     assert m["classifier_score"].value == pytest.approx(m["classifier_score"].reference, rel=0.03)
     assert m["diversity_ratio"].value == pytest.approx(1.0, abs=0.1)
     assert m["digit_entropy_bits"].value == pytest.approx(m["digit_entropy_bits"].reference, abs=0.05)
+    assert m["not_a_digit_share"].value < 0.01 and report.not_a_digit_count == round(2000 * m["not_a_digit_share"].value)
     assert not report.coverage_alarm and report.per_digit_accuracy_note is None
     p = report.protocol
     assert (p.n_samples, p.reference_split, p.seed, p.feature_dim, p.conditional) == (2000, "test", 3, 128, True)
     assert p.classifier_sha256 == CLASSIFIER_SHA256 and p.classifier_score_splits == 2
+    assert p.protocol_version == P.PROTOCOL_VERSION == 2
     data = json.loads(report.to_json())
     assert data["protocol"]["classifier_sha256"] == CLASSIFIER_SHA256
     assert data["metrics"]["frechet_distance"]["value"] == pytest.approx(m["frechet_distance"].value)
@@ -249,6 +338,17 @@ def test_evaluate_unconditional_collapsed_and_noise(real):
     assert noise.value("frechet_distance") > 50 * good.value("frechet_distance")
     assert noise.value("kid") > 50 * max(good.value("kid"), 1e-3)
     assert not good.coverage_alarm
+    # Noise reads as no digit, and says so: no digit is drawn, and the alarm goes off.
+    assert noise.value("not_a_digit_share") > 0.95 and noise.coverage_alarm
+    assert any("read as no digit" in r for r in noise.coverage_reasons)
+
+    # Real digits on a noisy background (what an early generator draws), asked for as
+    # what they are: read as those digits, not as 8s.
+    from gankit.eval.probes import noisy_background
+
+    digits, labels = real["test_images"][:1000], real["test_labels"][:1000]
+    noisy = evaluate_images(noisy_background(digits, level=60, seed=2), labels, seed=0)
+    assert noisy.value("digit_accuracy") >= 0.9 and noisy.predicted_counts[8] < 1.5 * np.sum(labels == 8)
 
 
 def test_evaluate_rejects_bad_arguments():

@@ -20,7 +20,8 @@ import pytest
 
 from conftest import SMALL_NETS, run_cli
 from gankit.eval.classifier import CLASSIFIER_SHA256
-from gankit.eval.metrics import evaluate_images
+from gankit.eval.protocol import PROTOCOL_VERSION
+from gankit.eval.report import evaluate_images
 from gankit.runtime import load_generator
 
 STEPS = 30
@@ -82,6 +83,7 @@ def test_conditional_onnx_report_matches_the_metrics_on_the_same_images(made, tm
         assert report["metrics"][name]["reference"] == m.reference, name
     assert report["per_digit_accuracy"] == {str(d): a for d, a in want.per_digit_accuracy.items()}
     assert report["predicted_counts"] == want.predicted_counts
+    assert report["not_a_digit_count"] == want.not_a_digit_count
 
     p = report["protocol"]
     assert (p["n_samples"], p["seed"], p["reference_split"]) == (1000, 5, "test")
@@ -92,16 +94,18 @@ def test_conditional_onnx_report_matches_the_metrics_on_the_same_images(made, tm
     assert math.isclose(metric(report, "digit_accuracy"), np.mean(list(acc.values())))
     assert 0.0 <= metric(report, "digit_accuracy") <= 1.0
     assert metric(report, "frechet_distance") > 0
-    assert 1.0 <= metric(report, "classifier_score") <= 10.0
+    assert 1.0 <= metric(report, "classifier_score") <= 11.0
     assert 0.0 <= metric(report, "digit_entropy_bits") <= math.log2(10) + 1e-9
-    assert sum(report["predicted_counts"]) == 1000
+    assert sum(report["predicted_counts"]) + report["not_a_digit_count"] == 1000
+    assert metric(report, "not_a_digit_share") == report["not_a_digit_count"] / 1000
     assert report["model"]["format"] == "onnx" and report["model"]["training_steps"] == STEPS
     assert report["model"]["digits_evaluated"] == list(range(10))
 
     # The human-readable side: each metric beside its real-data reference, and the stamp.
     text = proc.stdout
     for words in ("digit accuracy", "Fréchet distance", "KID", "classifier score", "real data", "better",
-                  "per-digit accuracy", "protocol v1: 1000 samples, reference test split", CLASSIFIER_SHA256,
+                  "per-digit accuracy", "read as no digit",
+                  f"protocol v{PROTOCOL_VERSION}: 1000 samples, reference test split", CLASSIFIER_SHA256,
                   "seed 5", f"report written to {out}"):
         assert words in text, words
     reference = f"{100 * want.metrics['digit_accuracy'].reference:.2f}%"
@@ -115,7 +119,7 @@ def test_digit_subset_train_reference_and_json_on_stdout(made):
     assert report["protocol"]["reference_split"] == "train" and report["protocol"]["n_samples"] == 300
     # The digit entropy's reference is that of the intended digits: half 3s, half 8s = 1 bit.
     assert math.isclose(report["metrics"]["digit_entropy_bits"]["reference"], 1.0)
-    assert "protocol v1: 300 samples, reference train split" in proc.stderr  # tables go to stderr
+    assert f"protocol v{PROTOCOL_VERSION}: 300 samples, reference train split" in proc.stderr  # tables go to stderr
     assert any("2000+ images are recommended" in n for n in report["notes"])
 
 
@@ -125,7 +129,7 @@ def test_unconditional_model_skips_accuracy_and_scores_the_rest(made):
     assert "unconditional" in report["per_digit_accuracy_note"]
     assert report["protocol"]["conditional"] is False
     assert metric(report, "frechet_distance") > 0 and report["metrics"]["kid"]["std"] >= 0
-    assert sum(report["predicted_counts"]) == 300
+    assert sum(report["predicted_counts"]) + report["not_a_digit_count"] == 300
     assert "per-digit accuracy does not apply" in proc.stderr and "is an unconditional model" in proc.stderr
 
 
@@ -145,11 +149,26 @@ def test_run_folder_scores_like_its_export(made):
     assert best["metrics"] == ckpt["metrics"]
 
 
-def test_too_few_samples_is_a_usage_error(made, tmp_path):
+def test_best_is_chosen_on_the_images_gankit_evaluate_scores(made):
+    # The run evaluated itself at its last step on --eval-samples 200; `gankit evaluate`
+    # with the default seed and -n 200 asks the same checkpoint for the same images, so it
+    # reports the very numbers `best` was picked by.
+    rows = [json.loads(line) for line in (made["cond_run"] / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/digit_accuracy" in r]
+    assert evals and evals[-1]["step"] == STEPS
+    report, _ = evaluate_json(made["cond_run"], "-n", 200, "--checkpoint", "best")
+    for name in ("digit_accuracy", "frechet_distance", "kid", "classifier_score", "not_a_digit_share"):
+        assert metric(report, name) == evals[-1][f"eval/{name}"], name
+    assert evals[-1]["eval/score"] == metric(report, "digit_accuracy")
+
+
+@pytest.mark.parametrize("n", [50, 128])
+def test_too_few_samples_is_a_usage_error(made, tmp_path, n):
     out = tmp_path / "r.json"
-    proc = run_cli("evaluate", made["cond"], "-n", 50, "--json", out)
+    proc = run_cli("evaluate", made["cond"], "-n", n, "--json", out)
     assert proc.returncode == 2
-    assert "at least 129 images, got 50" in proc.stderr and "Traceback" not in proc.stderr
+    assert f"at least 129 images, got {n}" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # one clear line
     assert not out.exists()
 
 
@@ -219,7 +238,7 @@ def test_onnx_evaluation_needs_no_torch(made, tmp_path):
                            str(tmp_path / "r.json")], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     modules = imported_modules(proc.stderr)
-    assert "onnxruntime" in modules and "gankit.eval.metrics" in modules
+    assert "onnxruntime" in modules and "gankit.eval.report" in modules
     assert not {m for m in modules if m.split(".")[0] in ("torch", "onnx", "onnxscript")}
     assert json.loads((tmp_path / "r.json").read_text())["protocol"]["n_samples"] == 300
     # A run folder needs the training tier: a clear install hint, not a traceback.

@@ -4,12 +4,14 @@ Light tier for an exported ``.onnx`` model (onnxruntime, numpy, rich; never torc
 folder or checkpoint directory needs the training tier to rebuild the generator, and the
 command says how to install it when torch is missing.
 
-Both kinds of input are sampled the same way: ``--samples`` latent vectors drawn from one
-numpy stream seeded by ``--seed`` (the draw `gankit.runtime.OnnxGenerator.sample_latent`
-makes), with digit labels cycling through the model's classes (or ``--digits``), so every
-digit gets an equal share (within one image). A checkpoint and its ONNX export therefore
-see the very same latents and labels and score the same up to uint8 rounding of the
-export's tiny float differences. The numbers come from `gankit.eval.metrics.evaluate_images`;
+Both kinds of input are sampled by `gankit.eval.protocol.evaluation_inputs`, the rule the
+runtime and the training-time evaluator share: ``--samples`` latent vectors from one
+numpy stream seeded by ``--seed``, with digit labels cycling through the model's classes
+(or ``--digits``), so every digit gets an equal share (within one image). A checkpoint
+and its ONNX export therefore see the very same latents and labels and score the same
+up to uint8 rounding of the export's tiny float differences; with the default seed and
+``-n`` equal to the run's ``--eval-samples``, these are the images ``--eval-every``
+chose the ``best`` checkpoint on. The numbers come from `gankit.eval.report.evaluate_images`;
 each is shown beside the value real MNIST gets under the same protocol, and the protocol
 stamp (sample count, reference split, classifier sha256, seed) says what they compare with.
 ``--json PATH`` writes the full report (``-`` prints it to stdout, and the tables go to
@@ -27,6 +29,7 @@ import numpy as np
 import typer
 
 from gankit.errors import ModelFileError, UsageError
+from gankit.eval.protocol import DEFAULT_SEED, evaluation_inputs
 
 CHECKPOINT_CHOICES = ("latest", "best")
 # The same cap as one `generate` call: more is almost surely a typo, and 10^6 images
@@ -41,8 +44,9 @@ METRIC_NAMES = {
     "classifier_score": "classifier score",
     "digit_entropy_bits": "digit entropy (bits)",
     "diversity_ratio": "within-digit diversity",
+    "not_a_digit_share": "read as no digit",
 }
-PERCENT_METRICS = ("digit_accuracy",)
+PERCENT_METRICS = ("digit_accuracy", "not_a_digit_share")
 
 
 @dataclass
@@ -59,14 +63,6 @@ class _Model:
     steps: int
     images: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (z float32 [N,Z], labels int64 [N]) -> uint8 [N,28,28]
     checkpoint: Path | None = None
-
-
-def _latent(n: int, z_dim: int, noise: str, seed: int) -> np.ndarray:
-    # The same draw as OnnxGenerator.sample_latent, so a run and its export get the same z.
-    rng = np.random.default_rng(seed)
-    if noise == "uniform":
-        return rng.uniform(-1.0, 1.0, size=(n, z_dim)).astype(np.float32)
-    return rng.standard_normal(size=(n, z_dim), dtype=np.float32)
 
 
 def _open_onnx(path: Path) -> _Model:
@@ -149,7 +145,9 @@ def _intended(model: _Model, digits: tuple[int, ...] | None, n: int) -> np.ndarr
             known = ", ".join(map(str, model.classes))
             raise UsageError(f"--digits {','.join(map(str, digits))}: {model.path.name} cannot draw "
                              f"{', '.join(map(str, missing))} (it knows {known})")
-    return np.resize(np.asarray(digits or model.classes, dtype=np.int64), n)
+    from gankit.eval.protocol import cycle_labels
+
+    return cycle_labels(sorted(digits or model.classes), n)
 
 
 # --------------------------------------------------------------------------- display
@@ -223,7 +221,8 @@ def _print_report(console, model: _Model, report, intended: np.ndarray | None) -
             "model. It cannot be asked for a digit, so no image has an intended digit to check the "
             "classifier's reading against. The other metrics still apply; the digit entropy and the "
             "counts below show which digits it draws.")
-        console.print("images read as each digit: " + "  ".join(f"{d}: {c}" for d, c in enumerate(counts)))
+        console.print("images read as each digit: " + "  ".join(f"{d}: {c}" for d, c in enumerate(counts))
+                      + f"  no digit: {report.not_a_digit_count}")
     if report.coverage_alarm:
         console.print("[bold red]coverage alarm[/] (possible mode collapse):")
         for reason in report.coverage_reasons:
@@ -246,7 +245,7 @@ def evaluate(
     samples: Annotated[int, typer.Option(
         "--samples", "-n", help="Images to generate and score (spread evenly over the digits of a "
                                 "labelled model); at least 129 for the Fréchet distance.")] = 10000,
-    seed: Annotated[int, typer.Option(help="Seed for the latents and the metrics' random subsets.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for the latents and the metrics' random subsets.")] = DEFAULT_SEED,
     reference: Annotated[str, typer.Option(
         help="Real split to compare with: test (the official 10k test split) or train (gankit's 10k "
              "training subset).")] = "test",
@@ -276,7 +275,8 @@ def evaluate(
     from rich.console import Console
 
     from gankit.eval.classifier import load_classifier
-    from gankit.eval.metrics import evaluate_images, require_fd_samples
+    from gankit.eval.maths import require_fd_samples
+    from gankit.eval.report import evaluate_images
 
     # Before any model is loaded or image generated: a too-small sample is a usage error.
     require_fd_samples(samples, load_classifier().feature_dim)
@@ -286,9 +286,9 @@ def evaluate(
     with console.status(f"loading {model} ..."):
         m = _open(model, checkpoint)
     intended = _intended(m, wanted, samples)
-    labels = intended if intended is not None else np.resize(np.asarray(m.classes, dtype=np.int64), samples)
+    z, labels = evaluation_inputs(samples, z_dim=m.z_dim, noise=m.noise, digits=wanted or m.classes, seed=seed)
     with console.status(f"generating and scoring {samples} images ..."):
-        images = m.images(_latent(samples, m.z_dim, m.noise, seed), labels)
+        images = m.images(z, labels)
         report = evaluate_images(images, intended, seed=seed, reference=reference)
 
     _print_report(console, m, report, intended)
@@ -308,7 +308,7 @@ def evaluate(
         if to_stdout:
             typer.echo(text, nl=False)
         else:
-            from gankit.data.atomic import atomic_write
+            from gankit.atomic import atomic_write
 
             with atomic_write(Path(json_out), "report") as f:
                 f.write(text.encode())

@@ -1,8 +1,8 @@
-"""Real-MNIST reference statistics and values for `evaluate_images`, shipped in gankit/assets.
+"""Load the real-MNIST reference statistics and values that reports compare with, shipped in gankit/assets.
 
-Light tier (numpy + onnxruntime). Evaluation must work without the MNIST files, so what it
-needs from real data is computed once, by `build_reference` (run from
-``bench/train_classifier.py``), and shipped:
+Light tier (numpy only). Evaluation must work without the MNIST files, so what it needs
+from real data is computed once, by `gankit.eval.reference_build` (run from
+``python -m gankit.training.assets``), and shipped:
 
 * ``eval_reference.json``: the reference values (what real digits score under the same
   protocol) and small per-digit tables, stamped with the classifier's sha256;
@@ -31,18 +31,16 @@ from typing import Mapping
 import numpy as np
 
 from gankit.errors import ModelFileError, UsageError
-from gankit.eval import metrics as M
+from gankit.eval.protocol import PROTOCOL_VERSION
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 REFERENCE_JSON = "eval_reference.json"
 SPLITS = ("test", "train")
-FORMAT_VERSION = 1
-KID_REFERENCE_ROWS = 2000
-FD_TABLE_SIZES = (200, 500, 1000, 2000, 5000, 10000)
-FD_TABLE_DRAWS = 5
+FORMAT_VERSION = 2
 
 
-def _array_name(split: str, what: str) -> str:
+def array_name(split: str, what: str) -> str:
+    """File name of one reference array ("mu", "sigma" or "kid") of ``split``."""
     return f"eval_reference_{split}_{what}.npy"
 
 
@@ -91,16 +89,20 @@ def _load(split: str, folder: str) -> Reference:
         meta = json.loads((root / REFERENCE_JSON).read_text())
         own, real, cross = meta["splits"][split], meta["splits"]["test"], meta["cross"][split]
         fmt, sha, dim = meta["format"], meta["classifier_sha256"], int(meta["feature_dim"])
+        version = meta["protocol"]["protocol_version"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelFileError(f"evaluation reference {root / REFERENCE_JSON} is missing or damaged: {exc}") from None
     if fmt != FORMAT_VERSION:
         raise ModelFileError(f"evaluation reference format {fmt}; this gankit reads {FORMAT_VERSION}")
+    if version != PROTOCOL_VERSION:
+        raise ModelFileError(f"evaluation reference in {root} was built under protocol v{version}; this gankit "
+                             f"measures under v{PROTOCOL_VERSION}, so its values would not compare")
     ref = Reference(
         split=split,
         classifier_sha256=sha,
-        mu=_load_npy(root / _array_name(split, "mu")).astype(np.float64),
-        sigma=_load_npy(root / _array_name(split, "sigma")).astype(np.float64),
-        kid_features=_load_npy(root / _array_name(split, "kid")).astype(np.float64),
+        mu=_load_npy(root / array_name(split, "mu")).astype(np.float64),
+        sigma=_load_npy(root / array_name(split, "sigma")).astype(np.float64),
+        kid_features=_load_npy(root / array_name(split, "kid")).astype(np.float64),
         per_digit_distance=[float(d) for d in own["per_digit_distance"]],
         real=real,
         own=own,
@@ -122,105 +124,11 @@ def load_reference(split: str = "test", *, classifier_sha256: str | None = None,
     if classifier_sha256 is not None and stamp != classifier_sha256:
         raise ModelFileError(
             f"the evaluation reference in {folder} was computed with classifier {stamp[:12]}…, "
-            f"not the one in use ({classifier_sha256[:12]}…); rebuild it with bench/train_classifier.py"
+            f"not the one in use ({classifier_sha256[:12]}…); rebuild it with python -m gankit.training.assets --reference-only"
         )
     return ref
 
 
-def _split_values(probs: np.ndarray, feats: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> dict:
-    predicted = probs.argmax(axis=1)
-    acc, mean_acc = M.per_digit_accuracy(predicted, labels)
-    cs, cs_std = M.classifier_score(probs, splits=M.classifier_score_splits(len(probs)), rng=rng)
-    # All images of each digit, not a subset: this is the yardstick, so spend the time.
-    dists = M.per_digit_pairwise_distance(feats, predicted, rng=rng, max_per_digit=len(feats))
-    return {
-        "n": int(len(labels)),
-        "accuracy": float(np.mean(predicted == labels)),
-        "per_digit_accuracy": [acc[d] for d in range(M.NUM_DIGITS)],
-        "mean_digit_accuracy": mean_acc,
-        "classifier_score": cs,
-        "classifier_score_std": cs_std,
-        "digit_entropy_bits": M.entropy_bits(np.bincount(predicted, minlength=M.NUM_DIGITS)),
-        "label_share": (np.bincount(labels, minlength=M.NUM_DIGITS) / len(labels)).tolist(),
-        "per_digit_distance": dists,
-    }
-
-
-def build_reference(
-    classifier,
-    data: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    out_dir: str | Path = ASSETS,
-    *,
-    seed: int = 0,
-) -> dict:
-    """Compute and write the reference files for both splits; return the JSON content.
-
-    ``classifier`` is a `gankit.eval.classifier.DigitClassifier`; ``data`` maps "test" and
-    "train" to (uint8 images [N,28,28], int labels [N]).
-    """
-    missing = [s for s in SPLITS if s not in data]
-    if missing:
-        raise UsageError(f"build_reference needs every split; missing: {', '.join(missing)}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    feats, stats, kid_rows, values, predicted = {}, {}, {}, {}, {}
-    for split in SPLITS:
-        images, labels = data[split]
-        logits, f = classifier.run(images)
-        feats[split] = f.astype(np.float64)
-        predicted[split] = logits.argmax(axis=1)
-        stats[split] = M.gaussian_stats(feats[split])
-        idx = np.sort(rng.choice(len(f), min(KID_REFERENCE_ROWS, len(f)), replace=False))
-        kid_rows[split] = f[idx].astype(np.float16)
-        values[split] = _split_values(M.softmax(logits), feats[split], np.asarray(labels, np.int64), rng)
-        np.save(out / _array_name(split, "mu"), stats[split][0], allow_pickle=False)
-        np.save(out / _array_name(split, "sigma"), stats[split][1], allow_pickle=False)
-        np.save(out / _array_name(split, "kid"), kid_rows[split], allow_pickle=False)
-
-    cross = {}
-    for split, other in (("test", "train"), ("train", "test")):
-        mu, sigma = stats[split]
-        f_other = feats[other]
-        fd_by_n = {}
-        for n in FD_TABLE_SIZES:
-            if n > len(f_other):
-                continue
-            draws = 1 if n == len(f_other) else FD_TABLE_DRAWS
-            fd_by_n[str(n)] = float(np.mean([
-                M.frechet_distance(*M.gaussian_stats(f_other[rng.choice(len(f_other), n, replace=False)]), mu, sigma)
-                for _ in range(draws)
-            ]))
-        kid, kid_std, kid_m = M.kernel_inception_distance(f_other, kid_rows[split].astype(np.float64), rng=rng)
-        _, div = M.diversity_ratios(
-            M.per_digit_pairwise_distance(f_other, predicted[other], rng=rng), values[split]["per_digit_distance"]
-        )
-        cross[split] = {
-            "compared": other,
-            "frechet_distance": M.frechet_distance(*stats[other], mu, sigma),
-            "fd_by_n": fd_by_n,
-            "kid": kid,
-            "kid_std": kid_std,
-            "kid_subset_size": kid_m,
-            "diversity_ratio": div,
-        }
-    meta = {
-        "format": FORMAT_VERSION,
-        "classifier_sha256": classifier.sha256,
-        "feature_dim": int(classifier.feature_dim),
-        "seed": seed,
-        "protocol": {
-            "classifier_score_splits": M.CLASSIFIER_SCORE_SPLITS,
-            "classifier_score_min_split": M.CLASSIFIER_SCORE_MIN_SPLIT,
-            "kid_subsets": M.KID_SUBSETS,
-            "kid_subset_size": M.KID_SUBSET_SIZE,
-            "kid_reference_rows": KID_REFERENCE_ROWS,
-            "diversity_max_per_digit": M.DIVERSITY_MAX_PER_DIGIT,
-            "protocol_version": M.PROTOCOL_VERSION,
-        },
-        "splits": values,
-        "cross": cross,
-    }
-    (out / REFERENCE_JSON).write_text(json.dumps(meta, indent=1, allow_nan=False) + "\n")
+def clear_cache() -> None:
+    """Forget loaded references (after new files were written)."""
     _load.cache_clear()
-    return meta

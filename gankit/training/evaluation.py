@@ -1,10 +1,13 @@
 """Quality checks during training (`gankit train --eval-every K`).
 
 Heavy tier (torch for sampling; the scoring itself is `gankit.eval`, onnxruntime). Every
-evaluation draws the same latent batch (its own seed, so it never disturbs training
-randomness), turns the generator's images into uint8, and scores them with the shipped
-digit classifier. ``score`` picks the best checkpoint: digit accuracy for models that
-take a digit, minus the Fréchet distance for unconditional ones.
+evaluation asks the generator for the images `gankit evaluate RUN -n EVAL_SAMPLES` asks
+for: latents and labels from `gankit.eval.protocol.evaluation_inputs` with the protocol's
+default seed (a numpy stream of its own, so it never disturbs training randomness), then
+`evaluate_images` with that seed. The ``best`` checkpoint is therefore chosen on exactly
+the images, and by exactly the numbers, that `gankit evaluate` reports. ``score`` picks
+it: digit accuracy for models that take a digit (an image read as no digit is wrong),
+minus the Fréchet distance for unconditional ones.
 """
 
 from __future__ import annotations
@@ -19,15 +22,12 @@ from gankit.plugin_api import GanPlugin
 
 
 def evaluation_inputs(cfg: TrainConfig, label_mode: str, n: int) -> tuple[torch.Tensor, np.ndarray | None]:
-    """The fixed latent batch and the digits asked for (None when the model takes no digit)."""
-    g = torch.Generator().manual_seed(cfg.seed + 104729)
-    if cfg.noise == "uniform":
-        z = torch.rand(n, cfg.z_dim, generator=g) * 2 - 1
-    else:
-        z = torch.randn(n, cfg.z_dim, generator=g)
-    classes = np.array(sorted(cfg.classes))
-    labels = None if label_mode == "none" else classes[np.arange(n) % len(classes)]
-    return z, labels
+    """The protocol's latent batch for this run, and the digits asked for (None when the model takes no digit)."""
+    from gankit.eval.protocol import DEFAULT_SEED
+    from gankit.eval.protocol import evaluation_inputs as protocol_inputs
+
+    z, labels = protocol_inputs(n, z_dim=cfg.z_dim, noise=cfg.noise, digits=cfg.classes, seed=DEFAULT_SEED)
+    return torch.from_numpy(z), None if label_mode == "none" else labels
 
 
 @torch.no_grad()
@@ -49,7 +49,8 @@ def sample_uint8(generator: torch.nn.Module, z: torch.Tensor, labels: np.ndarray
 
 def make_training_evaluator(cfg: TrainConfig, plugin: GanPlugin) -> Callable[[torch.nn.Module, int], dict[str, Any]]:
     """A function (generator, step) -> flat dict of metric values plus ``score``."""
-    from gankit.eval.metrics import evaluate_images
+    from gankit.eval.protocol import DEFAULT_SEED
+    from gankit.eval.report import evaluate_images
     from gankit.training.spec import spec_from_config
 
     spec = spec_from_config(cfg, plugin)
@@ -57,7 +58,7 @@ def make_training_evaluator(cfg: TrainConfig, plugin: GanPlugin) -> Callable[[to
 
     def evaluate(generator: torch.nn.Module, step: int) -> dict[str, Any]:
         images = sample_uint8(generator, z, labels, spec.value_range, cfg.image_size)
-        report = evaluate_images(images, labels, seed=cfg.seed)
+        report = evaluate_images(images, labels, seed=DEFAULT_SEED)
         values = {name: float(m.value) for name, m in report.metrics.items()}
         if "digit_accuracy" in values:
             values["score"] = values["digit_accuracy"]
