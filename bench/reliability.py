@@ -128,7 +128,16 @@ def main() -> int:
         for path in args.records:
             lines = [json.loads(line) for line in path.read_text().splitlines() if line]
             calls = [r for r in lines if "command" in r]  # a GANKIT_SWEEP_PROGRESS file: one line per call
-            records += [r for r in lines if "command" not in r]
+            kills = [r for r in lines if "kill" in r]  # a GANKIT_FAULTS_PROGRESS file: one line per kill
+            records += [r for r in lines if "check" in r]
+            if kills:
+                last = kills[-1]
+                records.append({"check": f"SIGKILL at random moments, as far as this run got "
+                                         f"({last['mid_checkpoint']} mid-checkpoint, {last['mid_prune']} mid-prune; "
+                                         f"newest committed step {max(last['committed'] or [0])})",
+                                "tried": len(kills), "failed": 0,
+                                "must_hold": "after every kill: no metrics row lost, no half-deleted checkpoint "
+                                             "(the final bit-exact comparison needs the run to finish)"})
             if calls:
                 bad = [f"gankit {c['command']} {c['option']} {c['value'][:40]!r}: {c['problem'][:160]}"
                        for c in calls if c["problem"]]

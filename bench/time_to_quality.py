@@ -1,38 +1,39 @@
-"""Time to quality: how many minutes of CPU training the conditional plugin needs to draw the digit asked for.
+"""Time to quality: how many minutes of CPU training each built-in plugin needs, with its defaults.
 
-Heavy tier (runs the real ``gankit train`` in a subprocess). Run::
+Heavy tier (runs the real ``gankit train`` in subprocesses). Run::
 
-    python bench/time_to_quality.py [--minutes 10] [--baseline] [--train-args "..."]
+    python bench/time_to_quality.py [--minutes 10] [--plugins conditional,per-digit,unconditional] [--baseline]
 
-It trains the conditional plugin's recommended configuration (`MAIN_ARGS`, or
-``--train-args``) on the 10k-image MNIST subset for ``--minutes`` of wall time
-(``--max-seconds``) with ``--eval-every K``: every K steps the trainer generates
-``--eval-samples`` images spread evenly over the ten digits from fixed noise and the
-shipped digit classifier scores them (``eval/digit_accuracy`` rows in metrics.jsonl).
-K is picked so that an evaluation comes every ``--eval-seconds`` (default 25 s): a short
-calibration run of the same command measures its steps per second first (pass
-``--eval-every K`` to skip it).
+Each plugin trains with its own defaults (``gankit train --plugin NAME``, nothing else
+but the data) on the 10k-image MNIST subset for ``--minutes`` of wall time
+(``--max-seconds``), committing a checkpoint every K steps (all kept). K is picked so
+that a checkpoint comes every ``--eval-seconds`` (default 25 s): a short calibration run
+of the same command measures its steps per second first (``--eval-every K`` skips it).
+Training runs with no evaluation inside it, as a user's bare command does; afterwards
+every checkpoint is scored by the real ``gankit evaluate CHECKPOINT -n N`` (digit accuracy
+for plugins that take a digit, Fréchet distance on classifier features for all, each
+beside the real-data value). ``--rescore`` scores the runs kept in ``--work-dir`` again
+(after the classifier or protocol changed) without training.
 
-Each evaluation is placed on the time axis at the training process's elapsed wall time
-when it ran (the ``elapsed_s`` of the loss rows logged at or around its step). That time
-includes the evaluations themselves (a few seconds each) and checkpoint writes, as a
-user running the same command would see; the summary says how many evaluations there
-were. ``bench/results/time_to_quality.png`` draws digit accuracy (%) against minutes,
-with the ``--target`` line (95%), and the script prints when the target was first
-reached.
+Each checkpoint is placed on the time axis at the training process's elapsed wall time
+at its step (from the loss rows logged around it; checkpoint writes included). The
+targets (issue 8): digit accuracy >= ``--target`` (95%) and FD within ``--fd-factor`` (3x)
+of the real-data reference. The summary gives where each run stands at 1, 3 and 10
+minutes and when each target was first met. ``bench/results/time_to_quality.png``
+draws accuracy and FD against minutes.
 
 ``--baseline`` also trains a plain cGAN, the PyTorch seed's recipe made conditional:
 its MLPs (G 256-512-1024, D 1024-512-256 with dropout 0.3, LeakyReLU 0.2), BCE, Adam 2e-4
 and batch 32 (``--preset pytorch-mlp``), the label concatenated to z and to the
-flattened image (``--option d_cond=concat``). gankit feeds labels through a learned
-embedding rather than a fixed one-hot vector; with ``embed_dim=10`` that is a one-hot
-vector times a learned 10x10 matrix feeding the first layer, the same family of
-functions. Both curves go in one PNG. The runs are sequential, each with the whole
-machine; on a shared machine other load slows both, so the header records the load.
+flattened image (``--option d_cond=concat``, ``embed_dim=10``: a one-hot vector times a
+learned 10x10 matrix feeding the first layer, the same family of functions).
+
+The runs are sequential, each with the whole machine; on a shared machine other load
+slows them, so the result records the load average before and after each run.
 
 Outputs (``--out``, default bench/results): ``time_to_quality.png`` and
-``time_to_quality.json`` (the curves, K, the commands, the machine). ``--work-dir`` keeps
-the run folders; ``--replot`` redraws from runs already in ``--work-dir`` without training.
+``time_to_quality.json`` (the curves, K, the commands, the machine), and each run's last
+sample grid as ``time_to_quality_<plugin>.png``. ``--work-dir`` keeps the run folders.
 """
 
 from __future__ import annotations
@@ -53,20 +54,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from leaderboard import default_mnist, machine_info  # noqa: E402  (bench/ is on sys.path as the script's folder)
+from common import cli, machine_info, shared_mnist as default_mnist, train_images  # noqa: E402  (bench/ is on sys.path as the script's folder)
 
-# The conditional plugin's recommended training command (see the docstring of
-# plugins/gankit_plugins/conditional.py); --train-args replaces it.
-MAIN_ARGS = ["--plugin", "conditional"]
+# Each plugin's defaults, nothing else: what `gankit train --plugin NAME` does for a user.
+PLUGINS = {"conditional": ["--plugin", "conditional"], "per-digit": ["--plugin", "per-digit"],
+           "unconditional": ["--plugin", "unconditional"]}
 BASELINE_ARGS = ["--plugin", "conditional", "--preset", "pytorch-mlp", "--option", "d_cond=concat",
                  "--option", "embed_dim=10"]
 UNREACHABLE_STEPS = 1_000_000_000
 LOG_EVERY = 50
 CALIBRATION_SECONDS = 15.0
-
-
-def cli(*args) -> list[str]:
-    return [sys.executable, "-m", "gankit.cli", *map(str, args)]
+MARKS_MIN = (1.0, 3.0, 10.0)
 
 
 def read_rows(run: Path) -> list[dict]:
@@ -83,41 +81,65 @@ def read_rows(run: Path) -> list[dict]:
     return rows
 
 
-def eval_curve(rows: list[dict]) -> list[dict]:
-    """Eval rows as {step, seconds, accuracy}, each timed from the loss rows around its step."""
+def seconds_at(rows: list[dict], step: int) -> float | None:
+    """Training wall time at ``step``, interpolated between the loss rows logged around it."""
     loss = [(r["step"], r["elapsed_s"]) for r in rows if "elapsed_s" in r]
+    before = [p for p in loss if p[0] <= step]
+    after = [p for p in loss if p[0] >= step]
+    if not before and not after:
+        return None
+    if before and (before[-1][0] == step or not after):
+        return before[-1][1]
+    if not before:
+        return after[0][1] * step / max(after[0][0], 1)
+    (s0, t0), (s1, t1) = before[-1], after[0]
+    return t0 + (t1 - t0) * (step - s0) / (s1 - s0)
+
+
+def score_run(run: Path, samples: int, seed: int) -> list[dict]:
+    """Every kept checkpoint of ``run`` scored by `gankit evaluate`, placed on the time axis."""
+    rows = read_rows(run)
     points = []
-    for r in rows:
-        if "eval/digit_accuracy" not in r:
+    for ckpt in sorted((run / "checkpoints").glob("step-*")):
+        step = int(ckpt.name.split("-")[-1])
+        seconds = seconds_at(rows, step)
+        if step == 0 or seconds is None:
             continue
-        step = r["step"]
-        before = [p for p in loss if p[0] <= step]
-        after = [p for p in loss if p[0] >= step]
-        if not before and not after:
-            continue
-        if before and (before[-1][0] == step or not after):
-            seconds = before[-1][1]
-        elif not before:
-            seconds = after[0][1] * step / max(after[0][0], 1)
-        else:  # between two log rows: interpolate on steps
-            (s0, t0), (s1, t1) = before[-1], after[0]
-            seconds = t0 + (t1 - t0) * (step - s0) / (s1 - s0)
-        points.append({"step": step, "seconds": round(seconds, 2), "accuracy": r["eval/digit_accuracy"],
-                       "frechet_distance": r.get("eval/frechet_distance")})
+        proc = subprocess.run(cli("evaluate", ckpt, "-n", samples, "--seed", seed, "--json", "-"), cwd=REPO,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"gankit evaluate {ckpt} failed (exit {proc.returncode}): {proc.stderr[-800:]}")
+        report = json.loads(proc.stdout)
+        metrics = report["metrics"]
+        acc = metrics.get("digit_accuracy")
+        points.append({"step": step, "seconds": round(seconds, 2), "accuracy": acc and acc["value"],
+                       "frechet_distance": metrics["frechet_distance"]["value"],
+                       "real_fd": metrics["frechet_distance"]["reference"],
+                       "not_a_digit": report.get("not_a_digit_count")})
+        print(f"[{run.name}] {seconds / 60:5.2f} min  step {step:>7}  "
+              + (f"digit accuracy {100 * acc['value']:5.1f}%  " if acc else "")
+              + f"FD {points[-1]['frechet_distance']:.2f}", flush=True)
     return points
 
 
-def first_reaching(points: list[dict], target: float) -> dict | None:
-    return next((p for p in points if p["accuracy"] >= target), None)
+def first_reaching(points: list[dict], key: str, ok) -> dict | None:
+    """The first evaluation whose ``key`` passes ``ok``."""
+    return next((p for p in points if p.get(key) is not None and ok(p[key])), None)
 
 
-def train_command(args: list[str], run: Path, seconds: float, seed: int, data: str, eval_every: int,
-                  eval_samples: int) -> list[str]:
+def standing_at(points: list[dict], minutes: float) -> dict | None:
+    """The last evaluation at or before ``minutes`` of training."""
+    done = [p for p in points if p["seconds"] <= minutes * 60 + 1e-6]
+    return done[-1] if done else None
+
+
+def train_command(args: list[str], run: Path, seconds: float, seed: int, data: str, every: int) -> list[str]:
+    """The user's bare training command plus the budget, and a kept checkpoint every ``every`` steps."""
     cmd = cli("train", *args, "--data", data, "--steps", UNREACHABLE_STEPS, "--max-seconds", seconds,
               "--seed", seed, "--device", "cpu", "--log-every", LOG_EVERY, "--name", run.name,
               "--runs-dir", run.parent, "-q")
-    if eval_every:
-        cmd += ["--eval-every", str(eval_every), "--eval-samples", str(eval_samples)]
+    if every:
+        cmd += ["--checkpoint-every", str(every), "--keep-checkpoints", "100000"]
     return cmd
 
 
@@ -125,7 +147,7 @@ def calibrate(args: list[str], work: Path, seed: int, data: str) -> float:
     """Steps per second of ``args`` on this machine now, from a short run (first log interval skipped)."""
     run = work / "calibration"
     shutil.rmtree(run, ignore_errors=True)
-    cmd = train_command(args, run, CALIBRATION_SECONDS, seed, data, 0, 0)
+    cmd = train_command(args, run, CALIBRATION_SECONDS, seed, data, 0)
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"calibration run failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
@@ -144,20 +166,20 @@ def pick_eval_every(steps_per_s: float, eval_seconds: float) -> int:
 
 
 def train_with_progress(label: str, cmd: list[str], run: Path, seconds: float) -> None:
-    """Run the training, printing each evaluation as it lands in metrics.jsonl."""
+    """Run the training, printing its step count now and then; fail loudly if it fails."""
     log = run.parent / f"{run.name}.log"
     print(f"[{label}] gankit {' '.join(shlex.quote(c) for c in cmd[3:])}", flush=True)
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
-        shown = 0
         deadline = time.monotonic() + seconds * 2 + 300
+        shown = time.monotonic()
         while proc.poll() is None:
             time.sleep(5)
-            points = eval_curve(read_rows(run))
-            for p in points[shown:]:
-                print(f"[{label}] {p['seconds'] / 60:5.2f} min  step {p['step']:>7}  "
-                      f"digit accuracy {100 * p['accuracy']:5.1f}%", flush=True)
-            shown = len(points)
+            if time.monotonic() - shown >= 60:
+                rows = [r for r in read_rows(run) if "elapsed_s" in r]
+                if rows:
+                    print(f"[{label}] {rows[-1]['elapsed_s'] / 60:5.2f} min  step {rows[-1]['step']:>7}", flush=True)
+                shown = time.monotonic()
             if time.monotonic() > deadline:
                 proc.kill()
                 proc.wait()
@@ -167,83 +189,109 @@ def train_with_progress(label: str, cmd: list[str], run: Path, seconds: float) -
                  + "\n".join(log.read_text(errors="replace").splitlines()[-10:]))
 
 
-def summary_line(label: str, points: list[dict], target: float) -> str:
-    if not points:
-        return f"{label}: no evaluations"
-    hit = first_reaching(points, target)
-    if hit:
-        return (f"{label}: {100 * target:.0f}% digit accuracy first reached at {hit['seconds'] / 60:.2f} min "
-                f"(step {hit['step']}, {100 * hit['accuracy']:.1f}%)")
-    best = max(points, key=lambda p: p["accuracy"])
-    return (f"{label}: {100 * target:.0f}% not reached in {points[-1]['seconds'] / 60:.1f} min; best "
-            f"{100 * best['accuracy']:.1f}% at {best['seconds'] / 60:.2f} min (step {best['step']})")
+def summary(label: str, points: list[dict], target: float, fd_limit: float) -> dict:
+    """Where a run stands at each mark, and when each target was first met."""
+    out: dict = {"label": label, "at": {}}
+    lasted = max((p["seconds"] for p in points), default=0.0)
+    for m in MARKS_MIN:
+        # A mark past the end of a shorter run has no standing (the run never got there).
+        p = standing_at(points, m) if m * 60 <= lasted + 30 else None
+        out["at"][f"{m:g}"] = p and {"step": p["step"], "accuracy": p["accuracy"], "frechet_distance": p["frechet_distance"]}
+    acc = first_reaching(points, "accuracy", lambda v: v >= target)
+    fd = first_reaching(points, "frechet_distance", lambda v: v <= fd_limit)
+    out["accuracy_target_at_min"] = acc and round(acc["seconds"] / 60, 2)
+    out["fd_target_at_min"] = fd and round(fd["seconds"] / 60, 2)
+    return out
 
 
-PLOT_SIZE = (900, 540)
+def summary_text(s: dict, target: float, fd_limit: float, has_digits: bool) -> str:
+    parts = []
+    for m, p in s["at"].items():
+        if p is None:
+            parts.append(f"{m} min: -")
+        else:
+            acc = f"{100 * p['accuracy']:.1f}%, " if p["accuracy"] is not None else ""
+            parts.append(f"{m} min: {acc}FD {p['frechet_distance']:.2f} (step {p['step']:,})")
+    hits = []
+    if has_digits:
+        a = s["accuracy_target_at_min"]
+        hits.append(f"{100 * target:.0f}% accuracy " + (f"at {a:.2f} min" if a is not None else "not reached"))
+    f = s["fd_target_at_min"]
+    hits.append(f"FD <= {fd_limit:.2f} " + (f"at {f:.2f} min" if f is not None else "not reached"))
+    return f"{s['label']}: " + "; ".join(parts) + " | " + ", ".join(hits)
 
 
-def plot(curves: dict[str, list[dict]], target: float, path: Path, minutes: float) -> None:
-    """Accuracy (%) against minutes, one line per run, and the target line.
+def plot(curves: dict[str, list[dict]], target: float, fd_limit: float, path: Path, minutes: float,
+         machine: str) -> None:
+    """Two panels against minutes: digit accuracy (plugins that take a digit) and FD (log scale, all)."""
+    from matplotlib.figure import Figure
 
-    `save_line_plot` puts its legend in the top-right corner, right where accuracy curves
-    end up; so the target line runs on past the curves' end, and the legend sits over
-    that empty stretch instead of over the data. Its width is estimated from the label
-    lengths (about 7 px a character at the plot's font size, plus the colour swatch).
-    """
-    from gankit.images import save_line_plot
+    fig = Figure(figsize=(11, 4.6), dpi=100, layout="constrained")
+    ax_acc, ax_fd = fig.subplots(1, 2)
+    for label, pts in curves.items():
+        xs = [p["seconds"] / 60 for p in pts]
+        if any(p["accuracy"] is not None for p in pts):
+            ax_acc.plot(xs, [100 * p["accuracy"] for p in pts], marker=".", label=label)
+        ax_fd.plot(xs, [p["frechet_distance"] for p in pts], marker=".", label=label)
+    ax_acc.axhline(100 * target, color="grey", linestyle="--", label=f"{100 * target:.0f}% target")
+    ax_fd.axhline(fd_limit, color="grey", linestyle="--", label=f"3x real-data FD ({fd_limit:.2f})")
+    for m in MARKS_MIN:
+        for ax in (ax_acc, ax_fd):
+            ax.axvline(m, color="0.85", linewidth=0.8, zorder=0)
+    ax_acc.set(xlabel="wall time (minutes)", ylabel="digit accuracy (%)", ylim=(0, 100), xlim=(0, minutes),
+               title="digit accuracy (images read as the digit asked for)")
+    ax_fd.set(xlabel="wall time (minutes)", ylabel="Fréchet distance (classifier features)", yscale="log",
+              xlim=(0, minutes), title="Fréchet distance (lower is better)")
+    ax_acc.legend(loc="lower right", fontsize="small")
+    ax_fd.legend(loc="upper right", fontsize="small")
+    fig.suptitle(f"gankit defaults on a CPU: time to quality ({machine})", fontsize="medium")
+    from gankit.atomic import atomic_write
 
-    series = {label: ([p["seconds"] / 60 for p in pts], [100 * p["accuracy"] for p in pts])
-              for label, pts in curves.items() if pts}
-    target_label = f"{100 * target:.0f}% target"
-    end = max([minutes] + [xs[-1] for xs, _ in series.values() if xs])
-    plot_width = PLOT_SIZE[0] - 90
-    legend = (7 * max(len(label) for label in [*series, target_label]) + 60) / plot_width
-    series[target_label] = ([0.0, end / (1.0 - min(legend, 0.5))], [100 * target, 100 * target])
-    save_line_plot(series, path, title="conditional GAN on CPU: digit accuracy vs training time",
-                   xlabel="wall time (minutes)", ylabel="digit accuracy (%)", size=PLOT_SIZE)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.0, help="training wall time per run (default 10)")
-    ap.add_argument("--eval-seconds", type=float, default=25.0, help="aim for one evaluation this often")
-    ap.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (skips calibration)")
-    ap.add_argument("--eval-samples", type=int, default=2000, help="images per evaluation (default 2000)")
+    ap.add_argument("--plugins", default=",".join(PLUGINS), help="comma-separated (default: %(default)s)")
+    ap.add_argument("--eval-seconds", type=float, default=25.0, help="aim for one scored checkpoint per this many seconds")
+    ap.add_argument("--eval-every", type=int, default=0, help="steps between scored checkpoints (skips calibration)")
+    ap.add_argument("--eval-samples", type=int, default=2000, help="images per scored checkpoint (default 2000)")
     ap.add_argument("--target", type=float, default=0.95, help="digit accuracy to reach (default 0.95)")
-    ap.add_argument("--train-args", help=f"gankit train options for the main run (default: {' '.join(MAIN_ARGS)})")
+    ap.add_argument("--fd-factor", type=float, default=3.0, help="FD target as a multiple of the real-data FD")
     ap.add_argument("--baseline", action="store_true", help="also train the plain cGAN baseline")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=default_mnist(), help="MNIST IDX folder (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     ap.add_argument("--work-dir", type=Path, help="keep the run folders here")
-    ap.add_argument("--replot", action="store_true", help="redraw from the runs in --work-dir; no training")
+    ap.add_argument("--rescore", action="store_true", help="score the runs in --work-dir again; no training")
     args = ap.parse_args(argv)
+    names = [n.strip() for n in args.plugins.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PLUGINS]
+    if unknown or not names:
+        ap.error(f"--plugins takes names from {', '.join(PLUGINS)}; got {args.plugins!r}")
     if not args.minutes > 0 or not 0 < args.target <= 1 or args.eval_samples < 129 or args.eval_every < 0:
         ap.error("need --minutes > 0, 0 < --target <= 1, --eval-samples >= 129, --eval-every >= 0")
-    if args.replot and not args.work_dir:
-        ap.error("--replot reads the runs in --work-dir; name it")
-    if not args.replot and not (Path(args.data) / "train-images-idx3-ubyte.gz").is_file():
+    if args.rescore and not args.work_dir:
+        ap.error("--rescore reads the runs in --work-dir; name it")
+    if not args.rescore and not (Path(args.data) / "train-images-idx3-ubyte.gz").is_file():
         ap.error(f"no MNIST training images in {args.data}")
-    main_args = shlex.split(args.train_args) if args.train_args else MAIN_ARGS
-    for forbidden in ("--steps", "--max-seconds", "--eval-every", "--eval-samples", "--name", "--runs-dir"):
-        if forbidden in main_args:
-            ap.error(f"--train-args must not set {forbidden}; this script sets it")
 
-    # Short legend labels (the full commands go in the JSON and the printout).
-    runs = {"main": ("conditional" if main_args == MAIN_ARGS else "conditional (custom)", main_args)}
+    runs = {name: (name, PLUGINS[name]) for name in names}
     if args.baseline:
         runs["baseline"] = ("plain cGAN baseline", BASELINE_ARGS)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="gankit-ttq-"))
     work.mkdir(parents=True, exist_ok=True)
     seconds = args.minutes * 60
-    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     record: dict = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                     "runs": {}}
     try:
         for key, (label, train_args) in runs.items():
             run = work / key
             info: dict = {"label": label, "train_args": train_args}
-            if not args.replot:
+            if not args.rescore:
+                info["load_before"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
                 every = args.eval_every
                 if not every:
                     rate = calibrate(train_args, work, args.seed, args.data)
@@ -252,37 +300,47 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"[{key}] calibration: {rate:.1f} steps/s -> --eval-every {every} "
                           f"(one evaluation per ~{every / rate:.0f} s of training)", flush=True)
                 shutil.rmtree(run, ignore_errors=True)
-                cmd = train_command(train_args, run, seconds, args.seed, args.data, every, args.eval_samples)
+                cmd = train_command(train_args, run, seconds, args.seed, args.data, every)
                 info["command"] = "gankit " + " ".join(shlex.quote(c) for c in cmd[3:])
                 info["eval_every"] = every
                 info["eval_samples"] = args.eval_samples
                 train_with_progress(key, cmd, run, seconds)
+                info["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
                 (run / "ttq_info.json").write_text(json.dumps(info, indent=1))
             else:
                 try:
                     info = json.loads((run / "ttq_info.json").read_text())
                 except (OSError, json.JSONDecodeError):
-                    ap.error(f"--replot: no finished run in {run}")
-            points = eval_curve(read_rows(run))
-            info["points"] = points
-            info["first_reached"] = first_reaching(points, args.target)
-            info["summary"] = summary_line(info["label"], points, args.target)
+                    ap.error(f"--rescore: no finished run in {run}")
+            info["points"] = score_run(run, args.eval_samples, args.seed)
+            info["eval_samples"] = args.eval_samples
+            grids = sorted((run / "samples").glob("step-*.png"))
+            if grids:
+                args.out.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(grids[-1], args.out / f"time_to_quality_{key}.png")
             record["runs"][key] = info
+        real = [p["real_fd"] for info in record["runs"].values() for p in info["points"]]
+        fd_limit = args.fd_factor * real[0]
+        record.update(real_fd=real[0], fd_limit=fd_limit)
+        for info in record["runs"].values():
+            info["summary"] = summary(info["label"], info["points"], args.target, fd_limit)
 
         args.out.mkdir(parents=True, exist_ok=True)
         png = args.out / "time_to_quality.png"
-        plot({info["label"]: info["points"] for info in record["runs"].values()}, args.target, png, args.minutes)
-        from leaderboard import train_images
-
-        record.update(machine=machine_info(), load_before=load_before, train_images=train_images(args.data),
-                      load_after=" ".join(f"{x:.2f}" for x in os.getloadavg()),
+        machine = machine_info()
+        plot({info["label"]: info["points"] for info in record["runs"].values()}, args.target, fd_limit, png,
+             args.minutes, f"{machine['cpu']}, {machine['cpus']} CPUs")
+        record.update(machine=machine, train_images=train_images(args.data),
                       finished=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                       note="time axis: wall time of the training process, evaluations and checkpoint writes included")
         (args.out / "time_to_quality.json").write_text(json.dumps(record, indent=1))
-        for info in record["runs"].values():
-            print(info["summary"] + f" [{len(info['points'])} evaluations of {info.get('eval_samples', '?')} images]")
-        print(f"wrote {png} and time_to_quality.json (machine: {record['machine']['cpu']}, "
-              f"{record['machine']['cpus']} CPUs, {platform.python_version()}; load {load_before} before)")
+        for key, info in record["runs"].items():
+            has_digits = any(p["accuracy"] is not None for p in info["points"])
+            print(summary_text(info["summary"], args.target, fd_limit, has_digits)
+                  + f" [{len(info['points'])} evaluations of {info.get('eval_samples', '?')} images; "
+                  f"load {info.get('load_before', '?')} before]")
+        print(f"wrote {png} and time_to_quality.json (machine: {machine['cpu']}, {machine['cpus']} CPUs, "
+              f"{platform.python_version()}; real-data FD {fd_limit / args.fd_factor:.3f})")
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
