@@ -41,6 +41,9 @@ IMAGE_SIZES = (28, 32)
 MAX_WIDTH = 65536
 # torch seeds are uint64, and the trainer derives a few more seeds by adding small offsets.
 MAX_SEED = 2**62
+# Discriminator steps per generator step: the recipes use 1-10 (WGAN critics 5). A huge
+# value would make one step outlast any --max-seconds, which is only checked between steps.
+MAX_D_STEPS = 1000
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,8 @@ class TrainConfig:
                 bad(f"{flag_of(name)} must be 0 or a positive integer, got {value!r}")
         if self.seed > MAX_SEED:
             bad(f"--seed must be at most 2**62 ({MAX_SEED}), got {self.seed}")
+        if self.d_steps > MAX_D_STEPS:
+            bad(f"--d-steps must be at most {MAX_D_STEPS}, got {self.d_steps}")
         if self.net.z_dim > MAX_WIDTH:
             bad(f"--z-dim must be at most {MAX_WIDTH}, got {self.net.z_dim}")
         for name in ("lr_g", "lr_d", "beta1", "beta2", "momentum", "ema", "max_seconds", "d_dropout"):

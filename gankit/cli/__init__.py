@@ -143,6 +143,12 @@ def main() -> None:
     except GankitError as err:
         report_error(err)
         sys.exit(err.exit_code)
+    except OSError as err:
+        # The last line of defence for file-system failures a command did not foresee
+        # (a name too long, a read-only or full disk): one line naming the path, exit 1.
+        where = f": {err.filename}" if err.filename else ""
+        report_error(GankitError(f"{err.strerror or err}{where}"))
+        sys.exit(1)
     except KeyboardInterrupt:  # Ctrl-C while a command module imports, before click handles it
         sys.stderr.write("interrupted\n")
         sys.exit(130)
