@@ -32,16 +32,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from common import cpu_model  # noqa: E402  (bench/common.py: the machine line every bench shares)
 
 
 def run_suite(files: list[str], env: dict[str, str], log: Path, timeout: float) -> dict:
@@ -76,7 +69,7 @@ def render(records: list[dict], suites: list[dict], args, started: float) -> str
         "This page is written by `bench/reliability.py`; do not edit it by hand. Rerun it with",
         f"`.venv/bin/python bench/reliability.py --kills {args.kills} --sweep {args.sweep}` to refresh it.",
         "",
-        f"Last run: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {cpu_name()} "
+        f"Last run: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {cpu_model()} "
         f"({os.cpu_count()} CPUs), Python {platform.python_version()}, "
         f"{(time.time() - started) / 60:.1f} minutes in all.",
         "",
