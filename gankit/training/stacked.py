@@ -175,6 +175,22 @@ def _stacked_bn(channels: int) -> nn.BatchNorm2d:
 
 
 # ----------------------------------------------------------------------------- MLP G
+class _StackedDiscriminator(nn.Module):
+    """What both stacked discriminators share: one ``forward`` for class blocks or a labelled batch.
+
+    Subclasses provide ``_blocks(x[K, B, 1, S, S], dropout_gens) -> [K, B]`` and
+    ``_run_class(x[n, 1, S, S], k) -> [n]``, plus ``classes`` and ``num_groups``.
+    """
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
+                dropout_gens: Generators = None) -> torch.Tensor:
+        """``images[N, 1, S, S]`` with ``labels[N]`` -> scores ``[N]``; ``images[K, B, 1, S, S]`` alone -> ``[K, B]``."""
+        if labels is None:
+            _check_blocks(images, self.num_groups, 5, "image")
+            return self._blocks(images, dropout_gens)
+        return by_class(images, labels, self.classes, self._run_class)
+
+
 class GroupedMLP(nn.Module):
     """K stacked MLPs; sample i is computed by the MLP of class ``labels[i]``.
 
@@ -251,7 +267,7 @@ class GroupedMLP(nn.Module):
 
 
 # ----------------------------------------------------------------------------- MLP D
-class StackedMLPDiscriminator(nn.Module):
+class StackedMLPDiscriminator(_StackedDiscriminator):
     """K MLP discriminators (gankit.training.nets.MLPDiscriminator's layout), weights ``[K, in, out]``."""
 
     def __init__(self, spec: NetSpec, gens: Sequence[torch.Generator]):
@@ -287,13 +303,6 @@ class StackedMLPDiscriminator(nn.Module):
             h = F.dropout(act(torch.addmm(b[k], h, w[k])), self.p, self.training and self.p > 0)
         return torch.addmm(self.head_bias[k], h, self.head_weight[k]).squeeze(1)
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
-                dropout_gens: Generators = None) -> torch.Tensor:
-        """``images[N, 1, S, S]`` with ``labels[N]`` -> scores ``[N]``; ``images[K, B, 1, S, S]`` alone -> ``[K, B]``."""
-        if labels is None:
-            _check_blocks(images, self.num_groups, 5, "image")
-            return self._blocks(images, dropout_gens)
-        return by_class(images, labels, self.classes, self._run_class)
 
 
 # ----------------------------------------------------------------------------- DCGAN
@@ -364,7 +373,7 @@ class StackedDCGANGenerator(nn.Module):
         return by_class(z, labels, self.classes, self._run_class)
 
 
-class StackedDCGANDiscriminator(nn.Module):
+class StackedDCGANDiscriminator(_StackedDiscriminator):
     """K DCGAN discriminators (gankit.training.nets.DCGANDiscriminator's layout) as grouped convolutions."""
 
     def __init__(self, spec: NetSpec, gens: Sequence[torch.Generator]):
@@ -426,13 +435,6 @@ class StackedDCGANDiscriminator(nn.Module):
                        lambda t: F.dropout(t, self.p, self.training and self.p > 0))
         return torch.addmm(self.head_bias[k], h.flatten(1), self.head_weight[k]).squeeze(1)
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
-                dropout_gens: Generators = None) -> torch.Tensor:
-        """``images[N, 1, 28, 28]`` with ``labels[N]`` -> scores ``[N]``; ``images[K, B, 1, 28, 28]`` alone -> ``[K, B]``."""
-        if labels is None:
-            _check_blocks(images, self.num_groups, 5, "image")
-            return self._blocks(images, dropout_gens)
-        return by_class(images, labels, self.classes, self._run_class)
 
 
 # ----------------------------------------------------------------------------- build
