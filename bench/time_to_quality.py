@@ -81,6 +81,14 @@ def read_rows(run: Path) -> list[dict]:
     return rows
 
 
+def chosen_precision(run: Path) -> str | None:
+    """The precision the run trained at, as its config.json records it (``auto`` resolved)."""
+    try:
+        return json.loads((run / "config.json").read_text()).get("precision")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def seconds_at(rows: list[dict], step: int) -> float | None:
     """Training wall time at ``step``, interpolated between the loss rows logged around it."""
     loss = [(r["step"], r["elapsed_s"]) for r in rows if "elapsed_s" in r]
@@ -266,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     ap.add_argument("--work-dir", type=Path, help="keep the run folders here")
     ap.add_argument("--rescore", action="store_true", help="score the runs in --work-dir again; no training")
+    ap.add_argument("--precision", choices=("auto", "fp32", "bf16"),
+                    help="add --precision to every run (default: leave it out, as a user's bare command does)")
+    ap.add_argument("--tag", default="", help="suffix for the output files (time_to_quality_TAG.json ...)")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.plugins.split(",") if n.strip()]
     unknown = [n for n in names if n not in PLUGINS]
@@ -281,6 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     runs = {name: (name, PLUGINS[name]) for name in names}
     if args.baseline:
         runs["baseline"] = ("plain cGAN baseline", BASELINE_ARGS)
+    if args.precision:
+        runs = {k: (f"{label} ({args.precision})", [*a, "--precision", args.precision])
+                for k, (label, a) in runs.items()}
+    suffix = f"_{args.tag}" if args.tag else ""
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="gankit-ttq-"))
     work.mkdir(parents=True, exist_ok=True)
     seconds = args.minutes * 60
@@ -306,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                 info["eval_samples"] = args.eval_samples
                 train_with_progress(key, cmd, run, seconds)
                 info["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+                info["precision"] = chosen_precision(run)
                 (run / "ttq_info.json").write_text(json.dumps(info, indent=1))
             else:
                 try:
@@ -317,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             grids = sorted((run / "samples").glob("step-*.png"))
             if grids:
                 args.out.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(grids[-1], args.out / f"time_to_quality_{key}.png")
+                shutil.copyfile(grids[-1], args.out / f"time_to_quality_{key}{suffix}.png")
             record["runs"][key] = info
         real = [p["real_fd"] for info in record["runs"].values() for p in info["points"]]
         fd_limit = args.fd_factor * real[0]
@@ -326,20 +342,20 @@ def main(argv: list[str] | None = None) -> int:
             info["summary"] = summary(info["label"], info["points"], args.target, fd_limit)
 
         args.out.mkdir(parents=True, exist_ok=True)
-        png = args.out / "time_to_quality.png"
+        png = args.out / f"time_to_quality{suffix}.png"
         machine = machine_info()
         plot({info["label"]: info["points"] for info in record["runs"].values()}, args.target, fd_limit, png,
              args.minutes, f"{machine['cpu']}, {machine['cpus']} CPUs")
         record.update(machine=machine, train_images=train_images(args.data),
                       finished=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                       note="time axis: wall time of the training process, evaluations and checkpoint writes included")
-        (args.out / "time_to_quality.json").write_text(json.dumps(record, indent=1))
+        (args.out / f"time_to_quality{suffix}.json").write_text(json.dumps(record, indent=1))
         for key, info in record["runs"].items():
             has_digits = any(p["accuracy"] is not None for p in info["points"])
             print(summary_text(info["summary"], args.target, fd_limit, has_digits)
                   + f" [{len(info['points'])} evaluations of {info.get('eval_samples', '?')} images; "
-                  f"load {info.get('load_before', '?')} before]")
-        print(f"wrote {png} and time_to_quality.json (machine: {machine['cpu']}, {machine['cpus']} CPUs, "
+                  f"precision {info.get('precision', '?')}; load {info.get('load_before', '?')} before]")
+        print(f"wrote {png} and time_to_quality{suffix}.json (machine: {machine['cpu']}, {machine['cpus']} CPUs, "
               f"{platform.python_version()}; real-data FD {fd_limit / args.fd_factor:.3f})")
     finally:
         if args.work_dir is None:

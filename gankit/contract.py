@@ -29,6 +29,9 @@ INPUT_Z = "z"
 INPUT_LABEL = "label"
 OUTPUT_IMAGE = "image"
 IMAGE_SIZE = 28
+# Marks a file that is derived from a gankit model but is not one (`gankit export
+# --torch-fidelity`); the runtime refuses such files with a message saying what they are.
+ADAPTER_KEY = "gankit.adapter"
 
 # metadata key -> what it holds. Keys are prefixed so they never clash with other tools'.
 METADATA_KEYS: dict[str, str] = {

@@ -39,7 +39,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from gankit.contract import IMAGE_SIZE, INPUT_LABEL, INPUT_Z, OUTPUT_IMAGE, ModelCard
+from gankit.contract import ADAPTER_KEY, IMAGE_SIZE, INPUT_LABEL, INPUT_Z, OUTPUT_IMAGE, ModelCard
 from gankit.errors import ModelFileError, UsageError
 
 __all__ = ["OnnxGenerator", "load_generator", "shipped_model_path", "default_threads", "model_sha256", "check_seed",
@@ -333,6 +333,9 @@ def _check_io(path: Path, session, card: ModelCard) -> None:
 
 
 def _check_card(path: Path, meta: dict[str, str]) -> ModelCard:
+    if meta.get(ADAPTER_KEY):  # written by `gankit export --torch-fidelity`
+        raise ModelFileError(f"{path}: a {meta[ADAPTER_KEY]} adapter (uint8 RGB output), not a gankit model; "
+                             "load it with torch_fidelity.GenerativeModelONNX, or give gankit the model it was made from")
     try:
         card = ModelCard.from_metadata(meta)
     except ValueError as exc:

@@ -4,6 +4,11 @@ Light tier at import (so `--help` never loads torch); the command body needs the
 tier (torch, onnx, onnxscript) and says how to install it when torch is missing. The
 export itself is `gankit.training.export.export_from_checkpoint`, which refuses to leave
 a file behind unless onnxruntime matches torch on batches of 1, 7 and 256.
+
+``--torch-fidelity`` also writes ``NAME.torch-fidelity.onnx`` beside it, the form
+torch-fidelity's ``GenerativeModelONNX`` loads (`gankit.training.fidelity`). Given an
+exported ``.onnx`` file instead of a run, it writes only that adapter, which needs onnx
+but not torch.
 """
 
 from __future__ import annotations
@@ -18,11 +23,16 @@ from gankit.errors import UsageError
 
 def export(
     source: Annotated[Path, typer.Argument(
-        help="A run folder (its latest checkpoint is used) or one checkpoint directory.")],
+        help="A run folder (its latest checkpoint is used) or one checkpoint directory; "
+             "with --torch-fidelity also an exported .onnx file.")],
     output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="The .onnx file to write (default: exports/<run-name>.onnx).")] = None,
+        "--output", "-o", help="The .onnx file to write (default: exports/<run-name>.onnx; for an .onnx "
+                               "source with --torch-fidelity: NAME.torch-fidelity.onnx beside it).")] = None,
     tolerance: Annotated[float, typer.Option(
         help="Largest |torch - onnxruntime| pixel difference accepted.")] = 1e-4,
+    torch_fidelity: Annotated[bool, typer.Option(
+        "--torch-fidelity", help="Also write NAME.torch-fidelity.onnx: uint8 RGB [N, 3, 28, 28] output and "
+                                 "(z, class_index) inputs, as torch-fidelity's GenerativeModelONNX wants.")] = False,
 ) -> None:
     """Export a trained generator to ONNX (needs the training tier)."""
     from gankit.errors import require_torch
@@ -31,6 +41,12 @@ def export(
         raise UsageError(f"--output {output}: the file name must end in .onnx")
     if not tolerance > 0:
         raise UsageError(f"--tolerance must be positive, got {tolerance}")
+    if source.suffix.lower() == ".onnx" and not source.is_dir():
+        if not torch_fidelity:
+            raise UsageError(f"{source} is already an ONNX model; export takes a run folder or checkpoint "
+                             "(add --torch-fidelity to write its torch-fidelity adapter)")
+        _write_adapter(source, output)
+        return
     require_torch("export")
     from rich.console import Console
     from rich.table import Table
@@ -58,6 +74,25 @@ def export(
     table.add_row("weights sha256", report.weights_sha256)
     table.add_row("took", f"{report.seconds:.1f} s")
     console.print(table)
+    if torch_fidelity:
+        _write_adapter(report.path, None)
+
+
+def _write_adapter(model: Path, output: Optional[Path]) -> None:
+    """Write and describe the torch-fidelity adapter of the exported ``model``."""
+    from rich.console import Console
+
+    from gankit.training.fidelity import adapt_for_torch_fidelity
+
+    console = Console(highlight=False)
+    with console.status(f"writing the torch-fidelity adapter of {model} ..."):
+        adapter = adapt_for_torch_fidelity(model, output)
+    console.print(f"wrote {adapter.path} ({adapter.size_bytes / 1e6:.2f} MB): torch-fidelity adapter of {model}, "
+                  f"uint8 [N, 3, 28, 28]; its bytes match gankit generate's within {adapter.max_level_diff} grey "
+                  f"level ({adapter.differing_pixels} of {adapter.checked_pixels:,} pixels differ)", markup=False, soft_wrap=True)
+    if adapter.num_classes and list(adapter.classes) != list(range(adapter.num_classes)):
+        console.print(f"class_index i draws digit {list(adapter.classes)}[i]", markup=False, soft_wrap=True)
+    console.print(f"load it with: {adapter.loader_call()}", markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
