@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,7 +50,9 @@ def remove_quietly(paths: list[Path]) -> None:
 def _open_new(folder: Path, name: str) -> tuple[IO[bytes], Path]:
     """A new, empty file `.NAME.<random>.tmp` in `folder`, opened for binary writing."""
     for _ in range(100):
-        temp = folder / f".{name}.{secrets.token_hex(4)}.tmp"
+        # os.urandom, not secrets: the same bytes without importing secrets' hmac/random/base64,
+        # which `gankit generate`'s cold start would pay for.
+        temp = folder / f".{name}.{os.urandom(4).hex()}.tmp"
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         except FileExistsError:
