@@ -53,20 +53,6 @@ CANDIDATES: dict[str, list[str]] = {
         "--arch", "dcgan", "--g-hidden", "32,16", "--d-hidden", "16,32,32,32", "-b", "32", "--beta1", "0.5"],
     "old defaults (256-512-1024 / 1024-512-256, b32, beta1 0.9)": [],
 }
-# The second set: longer runs for the shipped model (issue 8.6: >= 99% overall and every
-# digit >= 97% at -n 10000). Each starts from the plugin's train_defaults (the first set's
-# winner) and changes one thing aimed at the discriminator overfitting its ~1,000 images
-# per digit, which is what makes accuracy fall after ~3,000 steps with the defaults.
-LONG_CANDIDATES: dict[str, list[str]] = {
-    "defaults": [],
-    "defaults, D dropout 0.3": ["--d-dropout", "0.3"],
-    "defaults, lr 1e-4": ["--lr", "1e-4"],
-    "defaults, batch 64, lr 1e-4": ["-b", "64", "--lr", "1e-4"],
-    "defaults, least-squares loss": ["--loss", "ls"],
-    "defaults, EMA 0.9999": ["--ema", "0.9999"],
-    "dcgan 32-16/16-32-32-32, ema .999": ["--arch", "dcgan", "--g-hidden", "32,16", "--d-hidden", "16,32,32,32"],
-}
-SETS = {"first": CANDIDATES, "long": LONG_CANDIDATES}
 MARKS = (500, 1000, 2000, 3000, 4000, 6000)
 
 
@@ -79,7 +65,7 @@ def quality_run(name: str, extra: list[str], work: Path, args) -> dict:
               "--checkpoint-every", args.steps)
     train_with_progress(name[:24], cmd, run, 3600 * 3)
     rows = read_rows(run)
-    points = [{"step": r["step"], "accuracy": r["eval/digit_accuracy"], "frechet_distance": r.get("eval/frechet_distance"),
+    points = [{"step": r["step"], "accuracy": r["eval/digit_accuracy"],
                "per_digit": {k.rsplit("_", 1)[-1]: v for k, v in r.items() if k.startswith("eval/digit_accuracy_")}}
               for r in rows if "eval/digit_accuracy" in r]
     shutil.rmtree(run, ignore_errors=True)
@@ -133,19 +119,11 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=default_mnist())
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--set", choices=sorted(SETS), default="first",
-                    help="candidate set: first (the defaults sweep) or long (shipped-model candidates)")
-    ap.add_argument("--marks", help="comma-separated steps for the table's columns (default: 500..6000)")
-    ap.add_argument("--tag", default="", help="suffix for the result files (sweep_per_digit_TAG.md/.json)")
     args = ap.parse_args(argv)
-    global MARKS
-    if args.marks:
-        MARKS = tuple(int(m) for m in args.marks.split(","))
-    suffix = f"_{args.tag}" if args.tag else ""
     work = Path(tempfile.mkdtemp(prefix="gankit-sweep-"))
-    picked = {k: v for k, v in SETS[args.set].items() if not args.only or any(s in k for s in args.only)}
+    picked = {k: v for k, v in CANDIDATES.items() if not args.only or any(s in k for s in args.only)}
     args.out.mkdir(parents=True, exist_ok=True)
-    result_path = args.out / f"sweep_per_digit{suffix}.json"
+    result_path = args.out / "sweep_per_digit.json"
     record = json.loads(result_path.read_text()) if result_path.exists() else {"runs": {}}
     try:
         for name, extra in picked.items():
@@ -163,7 +141,7 @@ def main(argv=None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     text = table(record, args.target)
     m = record["machine"]
-    (args.out / f"sweep_per_digit{suffix}.md").write_text(
+    (args.out / "sweep_per_digit.md").write_text(
         "# per-digit settings sweep\n\n`python bench/sweep_per_digit.py` then `--speed`. Digit accuracy of "
         f"{args.eval_samples} generated images of digits {args.digits} (the hardest two) after S steps, scored "
         "with the shipped classifier; steps/s of the full ten-digit step timed separately; estimated minutes "
