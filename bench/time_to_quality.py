@@ -276,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rescore", action="store_true", help="score the runs in --work-dir again; no training")
     ap.add_argument("--precision", choices=("auto", "fp32", "bf16"),
                     help="add --precision to every run (default: leave it out, as a user's bare command does)")
+    ap.add_argument("--match", type=Path,
+                    help="take each plugin's --eval-every from this earlier result JSON, so both score the same steps")
     ap.add_argument("--tag", default="", help="suffix for the output files (time_to_quality_TAG.json ...)")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.plugins.split(",") if n.strip()]
@@ -296,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         runs = {k: (f"{label} ({args.precision})", [*a, "--precision", args.precision])
                 for k, (label, a) in runs.items()}
     suffix = f"_{args.tag}" if args.tag else ""
+    matched_every = {}
+    if args.match:
+        try:
+            matched_every = {k: int(v["eval_every"]) for k, v in json.loads(args.match.read_text())["runs"].items()}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            ap.error(f"--match {args.match}: not a time-to-quality result with eval_every per run ({exc})")
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="gankit-ttq-"))
     work.mkdir(parents=True, exist_ok=True)
     seconds = args.minutes * 60
@@ -307,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             info: dict = {"label": label, "train_args": train_args}
             if not args.rescore:
                 info["load_before"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-                every = args.eval_every
+                every = matched_every.get(key) or args.eval_every
                 if not every:
                     rate = calibrate(train_args, work, args.seed, args.data)
                     every = pick_eval_every(rate, args.eval_seconds)
