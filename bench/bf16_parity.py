@@ -42,19 +42,27 @@ def pct(v) -> str:
     return "" if v is None else f"{100 * v:.1f}%"
 
 
-def compare(a: dict, b: dict, names: tuple[str, str]) -> tuple[str, dict]:
+def pair_runs(results: list[dict], names: tuple[str, str]) -> dict[str, tuple[dict, dict]]:
+    """plugin -> (its run at precision names[0], its run at names[1]), by the precision each run recorded."""
+    found: dict[str, dict[str, dict]] = {}
+    for result in results:
+        for key, info in result["runs"].items():
+            if info.get("precision") in names:
+                found.setdefault(key, {})[info["precision"]] = info
+    return {k: (v[names[0]], v[names[1]]) for k, v in found.items() if len(v) == 2}
+
+
+def compare(pairs: dict[str, tuple[dict, dict]], names: tuple[str, str]) -> tuple[str, dict]:
     """The markdown table and the matched points per plugin."""
     lines, matched = [], {}
-    for key in a["runs"]:
-        if key not in b["runs"]:
-            continue
-        pa = {p["step"]: p for p in a["runs"][key]["points"]}
-        pb = {p["step"]: p for p in b["runs"][key]["points"]}
+    for key, (run_a, run_b) in pairs.items():
+        pa = {p["step"]: p for p in run_a["points"]}
+        pb = {p["step"]: p for p in run_b["points"]}
         common = sorted(set(pa) & set(pb))
         if not common:
             continue
         matched[key] = [(s, pa[s], pb[s]) for s in common]
-        ra, rb = steps_per_s(a["runs"][key]), steps_per_s(b["runs"][key])
+        ra, rb = steps_per_s(run_a), steps_per_s(run_b)
         lines += [f"### {key}", "",
                   f"{names[0]}: {ra:.1f} steps/s, {names[1]}: {rb:.1f} steps/s over the whole run "
                   f"(wall time incl. checkpoints; {names[0]} / {names[1]} = {ra / rb:.2f}x)", "",
@@ -103,26 +111,28 @@ def plot(matched: dict, names: tuple[str, str], path: Path, machine: str) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("first", type=Path, help="time_to_quality JSON of the first precision (e.g. bf16)")
-    ap.add_argument("second", type=Path, help="time_to_quality JSON of the second (e.g. fp32)")
-    ap.add_argument("--names", default="bf16,fp32", help="labels of the two runs (default: %(default)s)")
+    ap.add_argument("results", type=Path, nargs="+",
+                    help="time_to_quality JSON files; each plugin's bf16 and fp32 runs are found by the precision they recorded")
+    ap.add_argument("--names", default="bf16,fp32", help="the two precisions to compare (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = ap.parse_args(argv)
     names = tuple(args.names.split(",", 1))
     if len(names) != 2:
         ap.error("--names takes two comma-separated labels")
-    a, b = load(args.first), load(args.second)
-    text, matched = compare(a, b, names)
+    results = [load(path) for path in args.results]
+    text, matched = compare(pair_runs(results, names), names)
     if not matched:
-        sys.exit("the two results share no plugin with checkpoints at the same steps (use the same --eval-every)")
-    m = a.get("machine", {})
+        sys.exit(f"no plugin has both a {names[0]} and a {names[1]} run with checkpoints at the same steps "
+                 "(train the second with --match FIRST.json)")
+    m = results[0].get("machine", {})
     machine = f"{m.get('cpu', '?')}, {m.get('cpus', '?')} CPUs"
     args.out.mkdir(parents=True, exist_ok=True)
     plot(matched, names, args.out / "bf16_parity.png", machine)
-    head = (f"# {names[0]} vs {names[1]}, step for step\n\n`python bench/bf16_parity.py {args.first.name} "
-            f"{args.second.name}`: the same checkpoints' scores ({a['settings'].get('eval_samples')} images each, "
-            f"`gankit evaluate`) from two time-to-quality runs. Machine: {machine} "
-            f"(finished {a.get('finished')} and {b.get('finished')}).\n\n")
+    head = (f"# {names[0]} vs {names[1]}, step for step\n\n`python bench/bf16_parity.py "
+            f"{' '.join(str(p.resolve().relative_to(REPO)) if p.resolve().is_relative_to(REPO) else str(p) for p in args.results)}`: "
+            f"checkpoints at the same steps, each scored by `gankit evaluate -n "
+            f"{results[0]['settings'].get('eval_samples')}`, from time-to-quality runs (finished "
+            f"{', '.join(str(r.get('finished')) for r in results)}). Machine: {machine}.\n\n")
     (args.out / "bf16_parity.md").write_text(head + text)
     print(head + text)
     return 0
