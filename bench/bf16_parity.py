@@ -24,6 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 
 def load(path: Path) -> dict:
@@ -85,12 +86,9 @@ def compare(pairs: dict[str, tuple[dict, dict]], names: tuple[str, str]) -> tupl
 
 
 def plot(matched: dict, names: tuple[str, str], path: Path, machine: str) -> None:
-    from matplotlib.figure import Figure
+    from common import quality_figure, save_quality_figure
 
-    from gankit.atomic import atomic_write
-
-    fig = Figure(figsize=(11, 4.6), dpi=100, layout="constrained")
-    ax_acc, ax_fd = fig.subplots(1, 2)
+    fig, ax_acc, ax_fd = quality_figure()
     for key, rows in matched.items():
         steps = [s for s, _, _ in rows]
         for i, (name, style) in enumerate(zip(names, ("-", "--"))):
@@ -102,11 +100,7 @@ def plot(matched: dict, names: tuple[str, str], path: Path, machine: str) -> Non
                title="digit accuracy at the same steps")
     ax_fd.set(xlabel="training step", ylabel="Fréchet distance (classifier features)", yscale="log",
               title="Fréchet distance at the same steps (lower is better)")
-    ax_acc.legend(loc="lower right", fontsize="small")
-    ax_fd.legend(loc="upper right", fontsize="small")
-    fig.suptitle(f"{names[0]} vs {names[1]} training, step for step ({machine})", fontsize="medium")
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png")
+    save_quality_figure(fig, ax_acc, ax_fd, f"{names[0]} vs {names[1]} training, step for step ({machine})", path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,3 +77,23 @@ def machine_info() -> dict:
     return {"cpu": cpu_model(), "cpus": cpus, "python": platform.python_version(),
             "torch": version("torch"), "onnxruntime": version("onnxruntime"), "gankit": version("gankit"),
             "platform": platform.platform()}
+
+
+def quality_figure():
+    """(figure, accuracy axes, FD axes): the two-panel quality plot the benches draw."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.6), dpi=100, layout="constrained")
+    ax_acc, ax_fd = fig.subplots(1, 2)
+    return fig, ax_acc, ax_fd
+
+
+def save_quality_figure(fig, ax_acc, ax_fd, title: str, path: Path) -> None:
+    """Legends where the curves are not (accuracy rises, FD falls), the title, and an atomic PNG write."""
+    from gankit.atomic import atomic_write
+
+    ax_acc.legend(loc="lower right", fontsize="small")
+    ax_fd.legend(loc="upper right", fontsize="small")
+    fig.suptitle(title, fontsize="medium")
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png")

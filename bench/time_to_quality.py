@@ -232,10 +232,9 @@ def summary_text(s: dict, target: float, fd_limit: float, has_digits: bool) -> s
 def plot(curves: dict[str, list[dict]], target: float, fd_limit: float, path: Path, minutes: float,
          machine: str) -> None:
     """Two panels against minutes: digit accuracy (plugins that take a digit) and FD (log scale, all)."""
-    from matplotlib.figure import Figure
+    from common import quality_figure, save_quality_figure
 
-    fig = Figure(figsize=(11, 4.6), dpi=100, layout="constrained")
-    ax_acc, ax_fd = fig.subplots(1, 2)
+    fig, ax_acc, ax_fd = quality_figure()
     for label, pts in curves.items():
         xs = [p["seconds"] / 60 for p in pts]
         if any(p["accuracy"] is not None for p in pts):
@@ -250,13 +249,7 @@ def plot(curves: dict[str, list[dict]], target: float, fd_limit: float, path: Pa
                title="digit accuracy (images read as the digit asked for)")
     ax_fd.set(xlabel="wall time (minutes)", ylabel="Fréchet distance (classifier features)", yscale="log",
               xlim=(0, minutes), title="Fréchet distance (lower is better)")
-    ax_acc.legend(loc="lower right", fontsize="small")
-    ax_fd.legend(loc="upper right", fontsize="small")
-    fig.suptitle(f"gankit defaults on a CPU: time to quality ({machine})", fontsize="medium")
-    from gankit.atomic import atomic_write
-
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png")
+    save_quality_figure(fig, ax_acc, ax_fd, f"gankit defaults on a CPU: time to quality ({machine})", path)
 
 
 def main(argv: list[str] | None = None) -> int:
