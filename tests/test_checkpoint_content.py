@@ -268,6 +268,18 @@ def test_write_atomic_uses_the_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "config.json").stat().st_mode) == 0o644
 
 
+def test_a_run_start_removes_picture_temporaries_a_kill_left(tmp_path):
+    """A SIGKILL during a sample grid or loss curve write leaves `.NAME.<hex>.tmp`; the next start removes it."""
+    (tmp_path / "samples").mkdir()
+    dead = [tmp_path / "samples" / ".step-000000060.png.52a2d180.tmp", tmp_path / ".loss_curve.png.0badf00d.tmp"]
+    kept = [tmp_path / "samples" / "step-000000040.png", tmp_path / "loss_curve.png", tmp_path / "notes.tmp"]
+    for f in dead + kept:
+        f.write_bytes(b"x")
+    runlog.write_config(tmp_path, "{}")
+    assert [f for f in dead if f.exists()] == []
+    assert all(f.exists() for f in kept)
+
+
 # ----- dead-end run folders ------------------------------------------------------------------
 def test_claim_folder_takes_over_a_run_without_checkpoints(tmp_path):
     run = tmp_path / "run"

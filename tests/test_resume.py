@@ -101,8 +101,24 @@ def test_ctrl_c_commits_a_checkpoint_and_says_how_to_resume(straight_run, tmp_pa
 def test_resume_refuses_changed_config(straight_run):
     proc = run_cli("train", "--resume", straight_run, "--lr", "0.1")
     assert proc.returncode == 2 and "only --steps" in proc.stderr
-    proc = run_cli("train", "--resume", straight_run)
+    proc = run_cli("train", "--resume", straight_run, "--steps", STEPS - 1)
     assert proc.returncode == 2 and "already at step" in proc.stderr
+
+
+def test_resuming_a_finished_run_again_finishes_it_off_and_changes_nothing(straight_run, tmp_path):
+    """The same command after a kill that landed past the last checkpoint: exit 0, same weights and log."""
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(straight_run, run)
+    (run / "loss_curve.png").unlink()  # what the kill kept from being drawn
+    before = final_tensors(run), (run / "metrics.jsonl").read_bytes()
+    proc = run_cli("train", "--resume", run)
+    assert proc.returncode == 0, proc.stderr
+    assert f"now at {STEPS}" in proc.stdout + proc.stderr
+    assert_same(before[0], final_tensors(run))
+    assert (run / "metrics.jsonl").read_bytes() == before[1]
+    assert (run / "loss_curve.png").stat().st_size > 0
 
 
 def _rewrite_checkpoint(ckpt: Path, edit) -> None:

@@ -321,7 +321,10 @@ def _resume_plan(resume: Path, given: dict[str, Any], cli: dict[str, Any]):
     state = load_checkpoint(run_dir)
     cfg = state.config.with_overrides(**{k: given.get(k) for k in RESUMABLE})
     plan = plan_run(cfg)
-    if cfg.steps <= state.step:
+    # --steps equal to the saved step is the same command run again after a kill that came
+    # after the last checkpoint: nothing to train, but the run is finished off (loss curve,
+    # summary) and the command succeeds, as rerunning a killed run's command should.
+    if cfg.steps < state.step:
         raise UsageError(f"the run is already at step {state.step}; pass --steps larger than that to continue")
     return plan, state, run_dir
 

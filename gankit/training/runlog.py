@@ -161,12 +161,18 @@ def write_config(run_dir: Path, text: str) -> None:
 
 
 def clean_temps(run_dir: Path) -> None:
-    """Delete the temporaries of config.json and metrics.jsonl rewrites that a kill cut short."""
+    """Delete the temporaries that a kill cut short: config.json and metrics.jsonl rewrites,
+    and the sample grids and loss curves (``gankit.atomic`` names them ``.NAME.<hex>.tmp``)."""
     for pattern in (f".{CONFIG}.*.tmp", f".{METRICS}.*.tmp"):
         for tmp in Path(run_dir).glob(pattern):
             if tmp.name.split(".")[-2] != str(os.getpid()):
                 with contextlib.suppress(OSError):
                     tmp.unlink()
+    # Pictures are written only by the training loop, which has not started when this runs,
+    # so every such temporary is a dead run's.
+    for tmp in [*Path(run_dir).glob(".*.png.*.tmp"), *(Path(run_dir) / "samples").glob(".*.png.*.tmp")]:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 class MetricsLog:
