@@ -182,7 +182,10 @@ def _parity(data: bytes, gen: Any, num_classes: int, seed: int) -> tuple[int, in
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own Fail/InvalidGraph types
+        raise ModelFileError(f"cannot adapt: onnxruntime cannot load the rewritten graph ({exc})") from None
     rng = np.random.default_rng(seed)
     card = gen.card
     worst = differing = checked = 0
@@ -218,14 +221,21 @@ def adapt_for_torch_fidelity(source: str | os.PathLike, out_path: str | os.PathL
     """
     onnx = _require_onnx()
     from gankit.atomic import write_atomic
-    from gankit.runtime import load_generator
+    from gankit.runtime import load_generator, model_sha256
 
     source = Path(source)
     gen = load_generator(source, threads=1)
     target = Path(out_path) if out_path is not None else default_adapter_path(source)
     if target.resolve() == source.resolve():
         raise ModelFileError(f"{target}: the adapter would overwrite the model it is made from")
-    model = onnx.load_model_from_string(source.read_bytes())
+    # Read again for editing: the same bytes load_generator checked, or the file changed in between.
+    try:
+        raw = source.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"{source}: cannot read it ({exc.strerror or exc})") from None
+    if model_sha256(raw) != gen.card.weights_sha256:
+        raise ModelFileError(f"{source}: the file changed while it was being read; nothing written")
+    model = onnx.load_model_from_string(raw)
     model, num_classes = _build(model, gen.card)
     data = model.SerializeToString()
     worst, differing, checked = _parity(data, gen, num_classes, seed)
