@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,7 @@ def main() -> None:
     ap.add_argument("--plugins", default=",".join(PLUGINS))
     args = ap.parse_args()
     log_every = max(1, args.steps // 8)
+    load_before = os.getloadavg()[0]
     table = []
     with tempfile.TemporaryDirectory() as tmp:
         for plugin in args.plugins.split(","):
@@ -87,7 +89,9 @@ def main() -> None:
                                                      "date": time.strftime("%Y-%m-%d")}, indent=1))
     lines = [f"# Scaling: 1 vs {args.nproc} processes ({time.strftime('%Y-%m-%d')})", "",
              f"CPU: {info['cpu']}, {info['cpus']} cores; torch {info['torch']}; default nets, {args.steps} steps, "
-             "steady rate from metrics.jsonl. Ratio is against one process.", "",
+             "steady rate from metrics.jsonl. Ratio is against one process. "
+             f"1-minute load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after "
+             "(on a shared box the one-process rows starve first, and the ratios overstate DDP).", "",
              "| plugin | mode | global batch | steps/s | images/s | ratio |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['plugin']} | {r['mode']} | {r['global_batch']} | {r['steps_per_s']} | {r['images_per_s']} | "
               f"x{r['ratio']} |" for r in table]
