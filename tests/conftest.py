@@ -18,6 +18,10 @@ MNIST = Path(os.environ.get("GANKIT_TEST_MNIST", REPO.parent / "shared" / "data"
 
 # Small nets keep CLI training tests to seconds; the maths is the same as the defaults.
 SMALL_NETS = ["--g-hidden", "64,128", "--d-hidden", "128,64"]
+# Tests that compare two separately started runs pin the precision: `--precision auto`
+# times fp32 against bf16 on a CPU with native bf16, and under load two runs of the same
+# command may choose differently (which is why the README says to pin it for reruns).
+FP32 = ["--precision", "fp32"]
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None,

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import FP32, run_cli
 
 torch = pytest.importorskip("torch")
 from safetensors.torch import load_file  # noqa: E402
@@ -44,7 +44,7 @@ pytestmark = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 CPU c
 STEPS, LR = 12, 2e-4
 TINY = ["--g-hidden", "16", "--d-hidden", "16", "--z-dim", "8", "--d-dropout", "0", "--device", "cpu",
         "--steps", str(STEPS), "--lr", str(LR), "--log-every", "3", "--checkpoint-every", "4",
-        "--sample-every", "1000", "--quiet"]
+        "--sample-every", "1000", "--quiet", *FP32]
 RUNS = {
     "unconditional": ["--plugin", "unconditional", "--batch-size", "8"],
     # Three digits over two ranks: an uneven split (2 + 1) for --shard-digits.

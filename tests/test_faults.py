@@ -30,6 +30,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import FP32
 from gankit.training import runlog
 from gankit.training.checkpoint import load_checkpoint
 
@@ -37,7 +38,7 @@ KILLS = int(os.environ.get("GANKIT_FAULTS", "3"))
 STEPS = 10 * KILLS + 30
 # log_every does not divide checkpoint_every, so most checkpoints hold pending losses.
 ARGS = ["--checkpoint-every", "3", "--log-every", "2", "--sample-every", "1000", "--keep-checkpoints", "2",
-        "--seed", "11", "--ema", "0.9", "-b", "16", "--g-hidden", "16,32", "--d-hidden", "32,16", "--quiet"]
+        "--seed", "11", "--ema", "0.9", "-b", "16", "--g-hidden", "16,32", "--d-hidden", "32,16", "--quiet", *FP32]
 LEFTOVER_PREFIXES = (".tmp-", ".del-", ".old-")
 
 

@@ -272,7 +272,7 @@ def _cfg(classes, arch="mlp", steps=12, **kw):
     nets = dict(g_hidden=(32, 64), d_hidden=(64, 32)) if arch == "mlp" else dict(g_hidden=(8, 4), d_hidden=(4, 8))
     return TrainConfig.make(plugin="per-digit", data=str(MNIST), arch=arch, z_dim=16, batch_size=8, steps=steps,
                        classes=classes, d_dropout=0.3, seed=3, device="cpu", log_every=4, sample_every=10**6,
-                       checkpoint_every=10**6, **nets, **kw).validate()
+                       checkpoint_every=10**6, precision="fp32", **nets, **kw).validate()
 
 
 def _run_tol(cfg, spec, steps: int) -> tuple[float, float]:

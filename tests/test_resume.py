@@ -15,11 +15,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import SMALL_NETS, run_cli
+from conftest import FP32, SMALL_NETS, run_cli
 
 STEPS = 160
 ARGS = ["--steps", STEPS, "--checkpoint-every", 20, "--sample-every", 40, "--log-every", 10, "--seed", 3,
-        "--ema", 0.9, *SMALL_NETS, "--quiet"]
+        "--ema", 0.9, *SMALL_NETS, *FP32, "--quiet"]
 
 
 def final_tensors(run: Path) -> dict[str, torch.Tensor]:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SMALL_NETS, run_cli
+from conftest import FP32, SMALL_NETS, run_cli
 from gankit.presets import PRESETS
 
 
@@ -41,7 +41,7 @@ def test_same_seed_same_weights(tmp_path, mnist_dir):
 
     for name in ("a", "b"):
         run_cli("train", "--data", mnist_dir, "--runs-dir", tmp_path, "--name", name, "--steps", 15, "--seed", 5,
-                *SMALL_NETS, "--quiet", check=True)
+                *SMALL_NETS, *FP32, "--quiet", check=True)
     a = load_file(str(tmp_path / "a/checkpoints/step-000000015/tensors.safetensors"))
     b = load_file(str(tmp_path / "b/checkpoints/step-000000015/tensors.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
