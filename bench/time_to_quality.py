@@ -272,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--match", type=Path,
                     help="take each plugin's --eval-every from this earlier result JSON, so both score the same steps")
     ap.add_argument("--tag", default="", help="suffix for the output files (time_to_quality_TAG.json ...)")
+    ap.add_argument("--train-args", default="",
+                    help="more `gankit train` options for every run, to time a candidate against the defaults "
+                         "(e.g. \"--lr 4e-4\"); use with --tag")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.plugins.split(",") if n.strip()]
     unknown = [n for n in names if n not in PLUGINS]
@@ -290,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.precision:
         runs = {k: (f"{label} ({args.precision})", [*a, "--precision", args.precision])
                 for k, (label, a) in runs.items()}
+    if args.train_args:
+        extra = shlex.split(args.train_args)
+        runs = {k: (f"{label} {args.train_args}", [*a, *extra]) for k, (label, a) in runs.items()}
     suffix = f"_{args.tag}" if args.tag else ""
     matched_every = {}
     if args.match:
