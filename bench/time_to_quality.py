@@ -290,12 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     runs = {name: (name, PLUGINS[name]) for name in names}
     if args.baseline:
         runs["baseline"] = ("plain cGAN baseline", BASELINE_ARGS)
-    if args.precision:
-        runs = {k: (f"{label} ({args.precision})", [*a, "--precision", args.precision])
-                for k, (label, a) in runs.items()}
-    if args.train_args:
-        extra = shlex.split(args.train_args)
-        runs = {k: (f"{label} {args.train_args}", [*a, *extra]) for k, (label, a) in runs.items()}
+    # --precision and --train-args add the same options to every run, and say so in its label.
+    extra = (["--precision", args.precision] if args.precision else []) + shlex.split(args.train_args)
+    note = (f" ({args.precision})" if args.precision else "") + (f" {args.train_args}" if args.train_args else "")
+    runs = {k: (label + note, [*a, *extra]) for k, (label, a) in runs.items()}
     suffix = f"_{args.tag}" if args.tag else ""
     matched_every = {}
     if args.match:
