@@ -72,7 +72,7 @@ def build_model(folder: Path):
     from safetensors.torch import save_file
 
     from gankit.contract import CONTRACT_VERSION, ModelCard
-    from gankit.training.export import export_generator
+    from gankit.training.export.to_onnx import export_generator
 
     namespace: dict = {}
     exec(TORCH_SCRIPT.split("g = Conditional()")[0], namespace)  # the class only, same code as the script
@@ -251,7 +251,7 @@ def shipped_torch_generator():
     """
     from gankit.presets import get_preset
     from gankit.registry import load_plugin
-    from gankit.training.spec import spec_from_config
+    from gankit.training.engine.spec import spec_from_config
 
     cfg = get_preset("keras-dcgan").config.with_overrides(plugin="conditional", arch="dcgan")
     plugin = load_plugin("conditional")

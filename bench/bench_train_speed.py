@@ -40,7 +40,7 @@ from common import shared_mnist, steady_steps_per_s  # noqa: E402  (bench/ is on
 from gankit.config import TrainConfig  # noqa: E402
 from gankit.data import load_dataset  # noqa: E402
 from gankit.registry import load_plugin  # noqa: E402
-from gankit.training.trainer import Trainer  # noqa: E402
+from gankit.training.engine.trainer import Trainer  # noqa: E402
 
 BATCH = 32
 Z = 100

@@ -14,7 +14,7 @@ digits, the worst digit, and each digit.
 
 The classifier is gankit's shipped one (`gankit.eval.load_classifier`) when it is
 installed; otherwise (``--classifier quick``, or the shipped file is missing) a private
-one is trained here first with `gankit.training.classifier` for a few epochs on the same
+one is trained here first with `gankit.training.classifier.model` for a few epochs on the same
 10k training images, exported to ONNX and read through the same
 `gankit.eval.DigitClassifier` interface. The table says which was used.
 
@@ -40,7 +40,7 @@ from gankit.config import TrainConfig, parse_int_list, parse_options  # noqa: E4
 from gankit.data import load_dataset  # noqa: E402
 from gankit.images import to_uint8  # noqa: E402
 from gankit.registry import load_plugin  # noqa: E402
-from gankit.training.trainer import Callbacks, Trainer  # noqa: E402
+from gankit.training.engine.trainer import Callbacks, Trainer  # noqa: E402
 
 
 class _BudgetSpent(Exception):
@@ -54,7 +54,7 @@ class _TorchClassifier:
         self.model = model.eval()
 
     def predict(self, images_u8: np.ndarray) -> np.ndarray:
-        from gankit.training.classifier import predict
+        from gankit.training.classifier.model import predict
 
         return predict(self.model, images_u8)
 
@@ -65,7 +65,7 @@ def quick_classifier(images: np.ndarray, labels: np.ndarray, epochs: int, cache:
     Cached as a .npz of its state dict (plain arrays, loaded without pickle), so parallel
     runs of this script share one classifier.
     """
-    from gankit.training.classifier import DigitCNN, train_classifier
+    from gankit.training.classifier.model import DigitCNN, train_classifier
 
     path = cache / f"quick_digit_classifier_e{epochs}_torch{torch.__version__.split('+')[0]}.npz"
     if path.exists():

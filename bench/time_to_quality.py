@@ -31,6 +31,24 @@ learned 10x10 matrix feeding the first layer, the same family of functions).
 The runs are sequential, each with the whole machine; on a shared machine other load
 slows them, so the result records the load average before and after each run.
 
+**Defaults against candidates, at equal steps, over seeds** (``--steps N --seeds 0,1,2``)::
+
+    python bench/time_to_quality.py --plugins per-digit --steps 6000 --seeds 0,1,2 \
+        --candidate "old defaults=--lr 2e-4 --no-ema-warmup" --precision fp32 --threads 1
+
+trains the plugin's defaults and each ``--candidate LABEL=OPTIONS`` (``LABEL@STEPS=...``
+stops that one earlier) to exactly N steps at every seed, keeping a checkpoint at each of
+``--score-steps``, and scores them with ``gankit evaluate CHECKPOINT -n --eval-samples``
+(one evaluation seed for all, so runs differ only by their weights). Steps, not wall time,
+are the axis: on a shared machine a step's quality does not depend on the load, its
+duration does. ``--threads`` sets ``OMP_NUM_THREADS`` for the training processes (on a
+loaded machine one thread each avoids oversubscription). Each run's ``picked``
+checkpoint is the one the trainer's ``--eval-every`` would keep as ``best``: the highest
+`gankit.training.engine.evaluation.selection_score` (FD divided by accuracy), which sees
+diversity. Writes ``time_to_quality_defaults.json`` / ``.md`` (``--tag`` renames them):
+mean ± sample standard deviation over seeds of accuracy, weakest digit and FD at each
+scored step, the per-seed values, the commands, the CPU and the load average.
+
 Outputs (``--out``, default bench/results): ``time_to_quality.png`` and
 ``time_to_quality.json`` (the curves, K, the commands, the machine), and each run's last
 sample grid as ``time_to_quality_<plugin>.png``. ``--work-dir`` keeps the run folders.
@@ -252,6 +270,176 @@ def plot(curves: dict[str, list[dict]], target: float, fd_limit: float, path: Pa
     save_quality_figure(fig, ax_acc, ax_fd, f"gankit defaults on a CPU: time to quality ({machine})", path)
 
 
+# ----- defaults against candidates at equal steps, over seeds (--steps) -----------------------
+
+DEFAULT_SCORE_STEPS = (250, 500, 1000, 2000, 3000, 4000, 5000, 6000)
+
+
+def parse_candidate(text: str) -> tuple[str, int | None, list[str]]:
+    """``LABEL=OPTIONS`` or ``LABEL@STEPS=OPTIONS`` -> (label, steps or None, option list)."""
+    label, sep, options = text.partition("=")
+    if not sep or not label.strip():
+        raise ValueError(f"--candidate takes LABEL=OPTIONS, got {text!r}")
+    label, at, steps = label.partition("@")
+    return label.strip(), int(steps) if at else None, shlex.split(options)
+
+
+def evaluate_checkpoint(ckpt: Path, samples: int) -> dict:
+    """`gankit evaluate CKPT -n samples` (evaluation seed 0): accuracy, weakest digit, FD and the pick score."""
+    from gankit.training.engine.evaluation import selection_score
+
+    proc = subprocess.run(cli("evaluate", ckpt, "-n", samples, "--seed", 0, "--json", "-"), cwd=REPO,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"gankit evaluate {ckpt} failed (exit {proc.returncode}): {proc.stderr[-800:]}")
+    report = json.loads(proc.stdout)
+    values = {name: m["value"] for name, m in report["metrics"].items()}
+    per_digit = report.get("per_digit_accuracy") or {}
+    weakest = min(per_digit.items(), key=lambda kv: kv[1]) if per_digit else (None, None)
+    return {"accuracy": values.get("digit_accuracy"), "weakest_digit": weakest[0], "weakest_accuracy": weakest[1],
+            "frechet_distance": values["frechet_distance"], "real_fd": report["metrics"]["frechet_distance"]["reference"],
+            "score": selection_score(values)}
+
+
+def train_to_steps(label: str, train_args: list[str], run: Path, steps: int, seed: int, data: str,
+                   score_steps: list[int], threads: int) -> dict:
+    """Train ``steps`` steps with a checkpoint kept at every score step; return the run's facts."""
+    import math
+
+    every = math.gcd(*score_steps)
+    cmd = cli("train", *train_args, "--data", data, "--steps", steps, "--seed", seed, "--device", "cpu",
+              "--log-every", LOG_EVERY, "--checkpoint-every", every, "--keep-checkpoints", 100000,
+              "--sample-every", steps, "--name", run.name, "--runs-dir", run.parent, "-q")
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    shutil.rmtree(run, ignore_errors=True)
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"[{label} seed {seed}] gankit {' '.join(shlex.quote(c) for c in cmd[3:])}", flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        sys.exit(f"[{label} seed {seed}] training failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    rows = read_rows(run)
+    return {"seed": seed, "steps": steps, "command": "gankit " + " ".join(shlex.quote(c) for c in cmd[3:]),
+            "wall_s": round(time.perf_counter() - start, 1), "load_before": load_before,
+            "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()), "precision": chosen_precision(run),
+            "seconds_at": {str(k): seconds_at(rows, k) for k in score_steps if k <= steps}}
+
+
+def score_to_steps(label: str, run: Path, info: dict, score_steps: list[int], samples: int) -> None:
+    """Score the kept checkpoints at ``score_steps``; pick the one `selection_score` prefers; drop the rest."""
+    info["points"] = []
+    for step in [k for k in score_steps if k <= info["steps"]]:
+        point = {"step": step, **evaluate_checkpoint(run / "checkpoints" / f"step-{step:09d}", samples)}
+        info["points"].append(point)
+        acc = "" if point["accuracy"] is None else f"accuracy {100 * point['accuracy']:5.1f}%  " \
+            f"weakest {point['weakest_digit']}: {100 * point['weakest_accuracy']:5.1f}%  "
+        print(f"[{label} seed {info['seed']}] step {step:>6}  {acc}FD {point['frechet_distance']:.2f}", flush=True)
+    info["picked"] = max(info["points"], key=lambda p: p["score"])
+    grids = sorted((run / "samples").glob("step-*.png"))
+    info["last_grid"] = grids[-1].name if grids else None
+    shutil.rmtree(run / "checkpoints", ignore_errors=True)  # 65 MB each for per-digit
+
+
+def mean_spread(values: list[float]) -> tuple[float, float]:
+    import statistics
+
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def equal_steps_table(record: dict) -> str:
+    """Markdown: one row per candidate and scored step, mean ± sample std over seeds; then the picks."""
+    def cell(runs: list[dict], key: str, pct: bool) -> str:
+        vals = [r[key] for r in runs if r.get(key) is not None]
+        if not vals:
+            return "-"
+        m, sd = mean_spread([100 * v if pct else v for v in vals])
+        return f"{m:.1f}{'%' if pct else ''} ± {sd:.1f}" if pct else f"{m:.2f} ± {sd:.2f}"
+
+    lines = ["| candidate | step | seeds | accuracy | weakest digit | FD | minutes (mean) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for label, cand in record["candidates"].items():
+        steps = sorted({p["step"] for run in cand["runs"] for p in run["points"]})
+        for step in steps:
+            pts = [p for run in cand["runs"] for p in run["points"] if p["step"] == step]
+            mins = [run["seconds_at"].get(str(step)) for run in cand["runs"]]
+            mins = [m / 60 for m in mins if m is not None]
+            minutes = f"{sum(mins) / len(mins):.1f}" if mins else "-"
+            lines.append(f"| {label} | {step:,} | {len(pts)} | {cell(pts, 'accuracy', True)} | "
+                         f"{cell(pts, 'weakest_accuracy', True)} | {cell(pts, 'frechet_distance', False)} | "
+                         f"{minutes} |")
+    lines += ["", "Picked checkpoint per run (highest selection score, -FD / accuracy; what `--eval-every` keeps "
+              "as `best`):", "", "| candidate | seed | step | accuracy | weakest digit | FD |", "|---|---:|---:|---:|---:|---:|"]
+    for label, cand in record["candidates"].items():
+        for run in cand["runs"]:
+            p = run["picked"]
+            acc = "-" if p["accuracy"] is None else f"{100 * p['accuracy']:.1f}%"
+            weak = "-" if p["weakest_accuracy"] is None else f"{p['weakest_digit']}: {100 * p['weakest_accuracy']:.1f}%"
+            lines.append(f"| {label} | {run['seed']} | {p['step']:,} | {acc} | {weak} | {p['frechet_distance']:.2f} |")
+        picks = [r["picked"] for r in cand["runs"]]
+        lines.append(f"| {label} (mean ± std) | | {mean_spread([p['step'] for p in picks])[0]:,.0f} | "
+                     f"{cell(picks, 'accuracy', True)} | {cell(picks, 'weakest_accuracy', True)} | "
+                     f"{cell(picks, 'frechet_distance', False)} |")
+    return "\n".join(lines)
+
+
+def compare_at_equal_steps(args, plugin: str) -> int:
+    """``--steps``: the plugin's defaults and each --candidate, at every seed, to the same step count."""
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    score_steps = sorted({int(x) for x in args.score_steps.split(",") if x.strip() and int(x) <= args.steps})
+    candidates = {"defaults": (None, list(PLUGINS[plugin]))}
+    for text in args.candidate:
+        label, steps, options = parse_candidate(text)
+        candidates[label] = (steps, [*PLUGINS[plugin], *options])
+    extra = ["--precision", args.precision] if args.precision else []
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="gankit-ttq-"))
+    work.mkdir(parents=True, exist_ok=True)
+    machine = machine_info()
+    record: dict = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                    "plugin": plugin, "seeds": seeds, "score_steps": score_steps, "machine": machine,
+                    "load_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()), "candidates": {}}
+    try:
+        for label, (steps, train_args) in candidates.items():
+            steps = min(steps or args.steps, args.steps)
+            runs = []
+            for seed in seeds:
+                run = work / f"{label.replace(' ', '_').replace('/', '_')}-s{seed}"
+                info = train_to_steps(label, [*train_args, *extra], run, steps, seed, args.data,
+                                      [k for k in score_steps if k <= steps], args.threads)
+                score_to_steps(label, run, info, score_steps, args.eval_samples)
+                if info["last_grid"]:
+                    args.out.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(run / "samples" / info["last_grid"],
+                                    args.out / f"time_to_quality_{args.tag or 'defaults'}_{run.name}.png")
+                runs.append(info)
+            record["candidates"][label] = {"train_args": [*train_args, *extra], "steps": steps, "runs": runs}
+    finally:
+        if args.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    record["load_at_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    record["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    table = equal_steps_table(record)
+    name = f"time_to_quality_{args.tag or 'defaults'}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}.json").write_text(json.dumps(record, indent=1))
+    real = next(p["real_fd"] for c in record["candidates"].values() for r in c["runs"] for p in r["points"])
+    wall = sum(r["wall_s"] for c in record["candidates"].values() for r in c["runs"])
+    header = (f"# {plugin}: defaults against candidates at equal steps\n\n"
+              f"`python bench/time_to_quality.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}`\n\n"
+              f"Seeds {', '.join(map(str, seeds))}; each checkpoint scored by `gankit evaluate -n {args.eval_samples}` "
+              f"(evaluation protocol seed 0; real-data FD {real:.3f}). Mean ± sample standard deviation over seeds. "
+              f"Minutes are the training process's wall time at that step, on a shared machine (load average "
+              f"{record['load_at_start']} at the start, {record['load_at_end']} at the end; {wall / 60:.0f} minutes "
+              f"of training in all), so compare quality at equal steps, not minutes.\n\n"
+              f"CPU: {machine['cpu']}, {machine['cpus']} CPUs; torch {machine['torch']}, "
+              f"OMP_NUM_THREADS={args.threads or 'unset'}.\n\n")
+    commands = "\n".join(f"- {label}: `{c['runs'][0]['command']}` (per seed: `--seed S`)"
+                         for label, c in record["candidates"].items())
+    (args.out / f"{name}.md").write_text(header + table + "\n\nCommands:\n\n" + commands + "\n")
+    print(table)
+    print(f"wrote {args.out / name}.json and .md")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.0, help="training wall time per run (default 10)")
@@ -275,6 +463,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-args", default="",
                     help="more `gankit train` options for every run, to time a candidate against the defaults "
                          "(e.g. \"--lr 4e-4\"); use with --tag")
+    ap.add_argument("--steps", type=int, default=0,
+                    help="train every run to exactly this many steps and compare at equal steps over --seeds "
+                         "(writes time_to_quality_defaults.json/.md)")
+    ap.add_argument("--seeds", default="0,1,2", help="with --steps: training seeds (default %(default)s)")
+    ap.add_argument("--candidate", action="append", default=[],
+                    help="with --steps: LABEL=OPTIONS (or LABEL@STEPS=OPTIONS) to train beside the defaults; repeatable")
+    ap.add_argument("--score-steps", default=",".join(map(str, DEFAULT_SCORE_STEPS)),
+                    help="with --steps: the steps whose checkpoints are scored (default %(default)s)")
+    ap.add_argument("--threads", type=int, default=0, help="with --steps: OMP_NUM_THREADS for training (0: unset)")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.plugins.split(",") if n.strip()]
     unknown = [n for n in names if n not in PLUGINS]
@@ -287,6 +484,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.rescore and not (Path(args.data) / "train-images-idx3-ubyte.gz").is_file():
         ap.error(f"no MNIST training images in {args.data}")
 
+    if args.steps:
+        if len(names) != 1 or args.baseline or args.rescore:
+            ap.error("--steps compares one plugin's defaults with --candidate runs; name one plugin in --plugins")
+        return compare_at_equal_steps(args, names[0])
     runs = {name: (name, PLUGINS[name]) for name in names}
     if args.baseline:
         runs["baseline"] = ("plain cGAN baseline", BASELINE_ARGS)

@@ -2,8 +2,8 @@
 
 Light tier: standard library only. This is gankit's one atomic writer; every writer in
 the package goes through it: IDX files, downloads, PNGs and .npy (gankit.images),
-exported ONNX files (gankit.training.export) and checkpoint folders
-(gankit.training.checkpoint). A failure at any point leaves the target as it was and no
+exported ONNX files (gankit.training.export.to_onnx) and checkpoint folders
+(gankit.training.persist.checkpoint). A failure at any point leaves the target as it was and no
 stray temporary behind.
 
 Staged files are created with mode 0o666 filtered by the umask, the way `open()` creates
@@ -47,12 +47,34 @@ def remove_quietly(paths: list[Path]) -> None:
                 path.unlink()
 
 
+# The longest file name most file systems allow (ext4, xfs, btrfs, tmpfs: 255 bytes).
+NAME_MAX = 255
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return min(NAME_MAX, os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or the folder is odd
+        return NAME_MAX
+
+
+def temp_name(folder: Path, prefix: str, name: str, suffix: str) -> str:
+    """``prefix + name + suffix``, with ``name`` cut (at a character boundary) so the whole fits
+    the folder's name limit: a target near the limit must still get a temporary beside it."""
+    room = max(_name_max(folder) - len(os.fsencode(prefix + suffix)), 0)
+    if len(os.fsencode(name)) > room:
+        name = name[:room]  # every character is at least one byte
+        while len(os.fsencode(name)) > room:
+            name = name[:-1]
+    return prefix + name + suffix
+
+
 def _open_new(folder: Path, name: str) -> tuple[IO[bytes], Path]:
-    """A new, empty file `.NAME.<random>.tmp` in `folder`, opened for binary writing."""
+    """A new, empty file `.NAME.<random>.tmp` in `folder` (NAME cut to fit), opened for binary writing."""
     for _ in range(100):
         # os.urandom, not secrets: the same bytes without importing secrets' hmac/random/base64,
         # which `gankit generate`'s cold start would pay for.
-        temp = folder / f".{name}.{os.urandom(4).hex()}.tmp"
+        temp = folder / temp_name(folder, ".", name, f".{os.urandom(4).hex()}.tmp")
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         except FileExistsError:
@@ -162,7 +184,7 @@ def staged_dir(final: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    tmp = final.parent / temp_name(final.parent, ".tmp-", final.name, f"-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -182,7 +204,7 @@ def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
     """
     tmp, final = Path(tmp), Path(final)
     if final.exists():
-        old = final.parent / f".old-{final.name}-{os.getpid()}"
+        old = final.parent / temp_name(final.parent, ".old-", final.name, f"-{os.getpid()}")
         os.rename(final, old)
         os.rename(tmp, final)
         shutil.rmtree(old, ignore_errors=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from gankit.errors import UsageError
+from gankit.inputs import bounded
 
 ARCHS = ("mlp", "dcgan")  # the built-in nets; a plugin with its own declares supported_archs
 LOSSES = ("bce", "ls")
@@ -44,6 +45,12 @@ MAX_SEED = 2**62
 # Discriminator steps per generator step: the recipes use 1-10 (WGAN critics 5). A huge
 # value would make one step outlast any --max-seconds, which is only checked between steps.
 MAX_D_STEPS = 1000
+# Layers per net: the recipes use 3 or 4; each layer is a module, so the count is bounded too.
+MAX_LAYERS = 64
+# Images per in-training evaluation: `gankit evaluate --samples` has the same ceiling.
+MAX_EVAL_SAMPLES = 1_000_000
+# A --config file is a few hundred bytes; past this it is not one (a device, a log, an attack).
+MAX_CONFIG_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -105,8 +112,10 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise UsageError(f"--option takes key=value, got {pair!r}")
         try:
-            options[key] = json.loads(raw)
-        except json.JSONDecodeError:
+            options[key] = bounded.loads(raw)
+        except bounded.InputError as exc:
+            if "nested" in str(exc):  # deep JSON is refused, not kept as text
+                raise UsageError(f"--option {key}: {exc}") from None
             options[key] = raw
     return options
 
@@ -171,6 +180,8 @@ class TrainConfig:
     d_steps: int = setting(1, "Discriminator steps per generator step.", panel=OPT)
     noise: str = setting("normal", "Latent distribution: normal, or uniform on [-1, 1].", choices=NOISES)
     ema: float = setting(0.0, "EMA decay of the generator's weights (0 = off).", panel=OPT)
+    ema_warmup: bool = setting(True, "Warm the EMA up: at step t its decay is at most (1+t)/(10+t), so a short "
+                               "run's average holds its recent weights, not its initial ones.", panel=OPT)
     seed: int = setting(0, "Seed; a CPU run with the same seed is bit-for-bit repeatable.")
     device: str = setting("auto", "Training device.", choices=DEVICES)
     precision: str = setting("auto", "auto (bf16 autocast only where the device has native bf16 and a timed "
@@ -204,11 +215,16 @@ class TrainConfig:
         return cls().with_overrides(**settings)
 
     def with_overrides(self, **overrides: Any) -> "TrainConfig":
-        """A copy with the given (non-None) settings replaced; net settings go into ``net``."""
+        """A copy with the given (non-None) settings replaced; net settings go into ``net``.
+
+        Lists of widths or digits become tuples; types and ranges are `validate`'s.
+        """
         given = {k: v for k, v in overrides.items() if v is not None}
         unknown = sorted(set(given) - set(SETTINGS) - {"net"})
         if unknown:
             raise UsageError(f"unknown setting {', '.join(unknown)}")
+        given = {k: tuple(v) if isinstance(v, list) and _kind_of(SETTINGS[k]) == "ints" else v
+                 for k, v in given.items()}
         net = given.pop("net", self.net)
         net_values = {k: given.pop(k) for k in list(given) if k in NET_FIELDS}
         if net_values:
@@ -241,13 +257,15 @@ class TrainConfig:
             bad(f"--seed must be at most 2**62 ({MAX_SEED}), got {self.seed}")
         if self.d_steps > MAX_D_STEPS:
             bad(f"--d-steps must be at most {MAX_D_STEPS}, got {self.d_steps}")
+        if self.eval_samples > MAX_EVAL_SAMPLES:
+            bad(f"--eval-samples must be at most {MAX_EVAL_SAMPLES:,}, got {self.eval_samples}")
         if self.net.z_dim > MAX_WIDTH:
             bad(f"--z-dim must be at most {MAX_WIDTH}, got {self.net.z_dim}")
         for name in ("lr_g", "lr_d", "beta1", "beta2", "momentum", "ema", "max_seconds", "d_dropout"):
             value = s[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 bad(f"{flag_of(name)} must be a finite number, got {value!r}")
-        for name in ("ls_sigmoid", "tb_histograms", "tb_graph"):
+        for name in ("ls_sigmoid", "ema_warmup", "tb_histograms", "tb_graph"):
             if not isinstance(s[name], bool):
                 bad(f"{flag_of(name)} is a flag (true or false), got {s[name]!r}")
         if self.max_seconds < 0:
@@ -260,6 +278,9 @@ class TrainConfig:
         for name in ("plugin", "arch"):
             if not isinstance(s[name], str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", s[name]):
                 bad(f"unknown {name} {s[name]!r}")
+        for name in ("preset", "data"):
+            if not isinstance(s[name], str):
+                bad(f"{flag_of(name)} must be text, got {s[name]!r}")
         if self.net.arch == "dcgan" and self.net.image_size != 28:
             bad("the DCGAN nets work at 28x28 only; use --image-size 28")
         for name in ("g_hidden", "d_hidden"):
@@ -270,6 +291,8 @@ class TrainConfig:
                 bad(f"{flag_of(name)} must be a list of layer widths, got {widths!r}")
             if min(widths) <= 0 or max(widths) > MAX_WIDTH:
                 bad(f"{flag_of(name)}: layer widths must be integers from 1 to {MAX_WIDTH}, got {list(widths)}")
+            if len(widths) > MAX_LAYERS:
+                bad(f"{flag_of(name)}: at most {MAX_LAYERS} layers, got {len(widths)}")
         if not 0.0 <= self.net.d_dropout < 1.0:
             bad(f"--d-dropout must be in [0, 1), got {self.net.d_dropout}")
         if not 0.0 <= self.ema < 1.0:
@@ -284,7 +307,7 @@ class TrainConfig:
         if not isinstance(self.classes, tuple) or not self.classes or len(set(self.classes)) != len(self.classes) \
                 or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 9 for c in self.classes):
             bad(f"--digits must be distinct digits 0-9, got {self.classes!r}")
-        if not isinstance(self.options, Mapping):
+        if not isinstance(self.options, Mapping) or not all(isinstance(k, str) for k in self.options):
             bad(f"plugin options must be a table of key = value, got {self.options!r}")
         return self
 
@@ -347,25 +370,75 @@ def flag_of(name: str) -> str:
     return (f is not None and setting_of(f).flag) or "--" + name.replace("_", "-")
 
 
+def _kind_of(f) -> str:
+    """What a setting's value must be, from its field's annotation."""
+    annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    return {"int": "int", "float": "float", "str": "str", "bool": "bool"}.get(annotation) or (
+        "ints" if annotation.startswith("tuple") else "table" if annotation.startswith("Mapping") else "any")
+
+
+_KIND_TEXT = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false",
+              "ints": "a list of whole numbers", "table": "a table of key = value"}
+
+
+def check_types(values: Mapping[str, Any], source: str = "") -> dict[str, Any]:
+    """``values`` (flat setting names) if each has its setting's type, else UsageError naming the first.
+
+    The one type check for every layer of settings: command-line values (already typed by
+    their options), a ``--config`` file, a preset, a plugin's train_defaults, a saved
+    config.json. Ranges and choices are `TrainConfig.validate`'s.
+    """
+    for name, value in values.items():
+        f = SETTINGS.get(name)
+        if f is None or value is None:
+            continue
+        kind = _kind_of(f)
+        plain_int = isinstance(value, int) and not isinstance(value, bool)
+        ok = {"int": plain_int,
+              "float": plain_int or isinstance(value, float),
+              "str": isinstance(value, str),
+              "bool": isinstance(value, bool),
+              "ints": isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool)
+                                                               for v in value),
+              "table": isinstance(value, Mapping) and all(isinstance(k, str) for k in value),
+              }.get(kind, True)
+        if not ok:
+            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+            where = f"{source}: " if source else ""
+            raise UsageError(f"{where}{flag_of(name)} must be {_KIND_TEXT[kind]}, got {shown}")
+    return dict(values)
+
+
+def _parse_file(path: Path, raw: bytes) -> Any:
+    """The table a --config file holds: JSON for ``.json``, else TOML; at most `bounded.MAX_DEPTH` deep."""
+    if path.suffix.lower() == ".json":
+        return bounded.loads(raw, limit=MAX_CONFIG_BYTES)
+    import tomllib
+
+    try:
+        return bounded.check_depth(tomllib.loads(raw.decode("utf-8")))
+    except RecursionError:  # tomllib recurses per level of nested arrays and inline tables
+        raise bounded.InputError(f"nested more than {bounded.MAX_DEPTH} levels deep") from None
+
+
 def load_config_file(path: Path) -> dict[str, Any]:
     """Read a ``--config`` file: TOML (``run.toml``) or JSON (a run's config.json). Flat keys.
 
-    Returns the raw key/value table (nets flattened); the caller decides which keys are
-    settings and which are command-line-only (``name``, ``runs_dir`` ...).
+    Returns the raw key/value table (nets flattened), every setting's value type-checked
+    (`check_types`); the caller decides which other keys are command-line-only (``name``,
+    ``runs_dir`` ...) and checks them. Only a regular file of at most `MAX_CONFIG_BYTES`
+    is read: a FIFO or a device such as /dev/zero is refused, not read forever.
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = bounded.read_regular(path, MAX_CONFIG_BYTES)
     except OSError as exc:
         raise UsageError(f"--config {path}: cannot read it ({exc.strerror or exc})") from None
+    except bounded.InputError as exc:
+        raise UsageError(f"--config {path}: cannot read it ({exc})") from None
     try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(raw.decode("utf-8"))
-        else:
-            import tomllib
-
-            data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        data = _parse_file(path, raw)
+    except (UnicodeDecodeError, ValueError) as exc:  # InputError, TOMLDecodeError are ValueErrors
         kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
         raise UsageError(f"--config {path} is not valid {kind}: {exc}") from None
     if not isinstance(data, dict):
@@ -391,7 +464,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
             data[name] = tuple(data[name])
         elif isinstance(data.get(name), str):
             data[name] = setting_of(SETTINGS[name]).parse(data[name])
-    return data
+    return check_types({k: v for k, v in data.items() if k in SETTINGS}, f"--config {path}") | \
+        {k: v for k, v in data.items() if k not in SETTINGS}
 
 
 def check_run_name(name: str) -> str:
@@ -399,4 +473,6 @@ def check_run_name(name: str) -> str:
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name \
             or name != name.strip() or name.startswith("-"):
         raise UsageError(f"--name must be a plain folder name (no '/', not '..'), got {name!r}")
+    if len(name.encode("utf-8", "surrogateescape")) > 255:  # the file systems' limit for one name
+        raise UsageError(f"--name is longer than a folder name may be (255 bytes): {name[:40]!r}...")
     return name

@@ -1,7 +1,7 @@
 """Turn generator output into pictures and files: uint8 conversion, grids, PNGs, .npy.
 
 Light tier: numpy and Pillow only. Charts (loss curves, bench plots) are matplotlib's job
-in the training tier, `gankit.training.plots`. Every writer here goes through
+in the training tier, `gankit.training.persist.plots`. Every writer here goes through
 `gankit.atomic`, so a failure leaves no partial file; any problem with the path raises
 `GankitError` naming it.
 """

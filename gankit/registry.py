@@ -2,13 +2,18 @@
 
 Light tier: standard library plus `gankit.plugin_api`. Listing reads installed
 distributions' metadata only and imports no plugin; `load_plugin` imports exactly the
-one plugin asked for. A plugin that fails to import, speaks another plugin API version
-or breaks the contract raises `PluginError` naming its distribution and version, so a
-single broken plugin never stops the others (or `gankit plugins`) from working.
+one plugin asked for. A plugin that fails to import (even by calling ``sys.exit()`` or
+raising another `BaseException` there), speaks a plugin API version this gankit does not,
+breaks the contract in any field (`gankit.plugin_api.validate_plugin` checks them all) or
+claims a built-in name from another distribution raises `PluginError` naming its
+distribution and version, so a single broken plugin never stops the others (or
+`gankit plugins`) from working.
 
     list_plugins()      -> [PluginInfo]                 # metadata only, no imports
     load_plugin(name)   -> GanPlugin                    # imports and validates one plugin
     survey_plugins()    -> [PluginStatus]               # imports all; info, plugin or error
+    info_of(name)       -> PluginInfo | None            # the registration load_plugin(name) uses
+    origin_of(name)     -> str                          # how messages name an installed plugin
 """
 
 from __future__ import annotations
@@ -20,9 +25,13 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from gankit.errors import PluginError, UsageError
-from gankit.plugin_api import GanPlugin, validate_plugin
+from gankit.plugin_api import BUILTIN_PLUGINS, GanPlugin, validate_plugin
 
 ENTRY_POINT_GROUP = "gankit.plugins"
+# The distribution whose entry points may use the names in BUILTIN_PLUGINS.
+BUILTIN_DISTRIBUTION = "gankit"
+# Longest exception text quoted from a plugin's failed import.
+MAX_REASON = 400
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -30,6 +39,8 @@ __all__ = [
     "PluginStatus",
     "list_plugins",
     "load_plugin",
+    "info_of",
+    "origin_of",
     "survey_plugins",
 ]
 
@@ -107,6 +118,17 @@ def list_plugins() -> list[PluginInfo]:
     return [info for info, _ in _entries()]
 
 
+def _reserved_by_gankit(info: PluginInfo) -> bool:
+    """A built-in name registered by some other distribution: refused, the built-in is kept."""
+    return info.name in BUILTIN_PLUGINS and _normalize(info.distribution) != BUILTIN_DISTRIBUTION
+
+
+def _reserved_message(info: PluginInfo) -> str:
+    return (f"{info.origin}: the name {info.name!r} is reserved for gankit's built-in plugin, so this one is "
+            "not loaded (the built-in is used); give it another name in the distribution's "
+            "[project.entry-points.\"gankit.plugins\"] table")
+
+
 def _installed_names(entries: list[tuple[PluginInfo, metadata.EntryPoint]]) -> list[str]:
     return sorted({info.name for info, _ in entries})
 
@@ -119,12 +141,29 @@ def _duplicate_message(name: str, infos: list[PluginInfo]) -> str:
     )
 
 
+def _reason(exc: BaseException) -> str:
+    """An exception from a plugin's import as one bounded line."""
+    try:
+        text = " ".join(str(exc).split())
+    except Exception:  # noqa: BLE001 - a hostile __str__
+        text = ""
+    if len(text) > MAX_REASON:
+        text = text[:MAX_REASON] + "..."
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: the module called sys.exit({text}) while being imported"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _load_entry(info: PluginInfo, ep: metadata.EntryPoint) -> GanPlugin:
     """Import one entry point and check it against the contract; PluginError on any failure."""
+    if _reserved_by_gankit(info):
+        raise PluginError(_reserved_message(info))
     try:
         obj = ep.load()
-    except Exception as exc:  # noqa: BLE001 - any failure inside third-party code is the plugin's
-        raise PluginError(f"{info.origin} failed to import: {type(exc).__name__}: {exc}") from None
+    except KeyboardInterrupt:  # the user's Ctrl-C, not the plugin's doing
+        raise
+    except BaseException as exc:  # noqa: BLE001 - sys.exit() and friends in third-party code are the plugin's
+        raise PluginError(f"{info.origin} failed to import: {_reason(exc)}") from None
     try:
         plugin = validate_plugin(obj, info.origin)
     except ValueError as exc:
@@ -148,6 +187,8 @@ def load_plugin(name: str) -> GanPlugin:
     """
     entries = _entries()
     matches = [(info, ep) for info, ep in entries if info.name == name]
+    if any(not _reserved_by_gankit(info) for info, _ in matches):
+        matches = [(info, ep) for info, ep in matches if not _reserved_by_gankit(info)]
     if not matches:
         installed = _installed_names(entries)
         if not installed:
@@ -173,10 +214,11 @@ def survey_plugins() -> list[PluginStatus]:
     entries = _entries()
     counts: dict[str, list[PluginInfo]] = {}
     for info, _ in entries:
-        counts.setdefault(info.name, []).append(info)
+        if not _reserved_by_gankit(info):
+            counts.setdefault(info.name, []).append(info)
     statuses: list[PluginStatus] = []
     for info, ep in entries:
-        if len(counts[info.name]) > 1:
+        if len(counts.get(info.name, ())) > 1 and not _reserved_by_gankit(info):
             statuses.append(PluginStatus(info, error=_duplicate_message(info.name, counts[info.name])))
             continue
         try:
@@ -187,3 +229,18 @@ def survey_plugins() -> list[PluginStatus]:
             statuses.append(PluginStatus(replace(info, description=plugin.description), plugin=plugin))
     return statuses
 
+
+def info_of(name: str) -> Optional[PluginInfo]:
+    """The registration `load_plugin(name)` would use (a built-in name's impostors skipped), or None."""
+    matches = [info for info, _ in _entries() if info.name == name]
+    return next((i for i in matches if not _reserved_by_gankit(i)), matches[0] if matches else None)
+
+
+def origin_of(name: str) -> str:
+    """How messages name the installed plugin ``name`` (distribution, version, entry point);
+    just ``plugin 'name'`` for a plugin object no distribution registers (a test's, say)."""
+    try:
+        info = info_of(name)
+    except Exception:  # noqa: BLE001 - naming the plugin must never hide the error being reported
+        info = None
+    return info.origin if info is not None else f"plugin {name!r}"

@@ -1,4 +1,4 @@
-"""Test-only constructors for `gankit.training.stacked.GroupedMLP` (a helper module, not a test file).
+"""Test-only constructors for `gankit.training.nets.stacked.GroupedMLP` (a helper module, not a test file).
 
 Heavy tier (torch). Training builds its stacked nets with `build_stacked`; the tests also
 need them from plain widths, stacked from K ``nn.Sequential`` MLPs (to compare against a
@@ -13,8 +13,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from gankit.training.nets import Activation, activation
-from gankit.training.stacked import GroupedMLP
+from gankit.training.nets.builtin import Activation, activation
+from gankit.training.nets.stacked import GroupedMLP
 
 __all__ = ["grouped_from_sizes", "grouped_from_sequentials", "grouped_class_net"]
 

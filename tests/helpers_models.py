@@ -17,8 +17,8 @@ from torch import nn
 
 from gankit import runtime
 from gankit.contract import CONTRACT_VERSION, ModelCard
-from gankit.training.export import export_generator
-from gankit.training.stacked import GroupedMLP
+from gankit.training.export.to_onnx import export_generator
+from gankit.training.nets.stacked import GroupedMLP
 
 from builders_stacked import grouped_from_sizes
 

@@ -20,8 +20,8 @@ from safetensors.torch import load_file, save_file
 
 from conftest import run_cli
 from gankit.errors import GankitError, ModelFileError, UsageError
-from gankit.training import checkpoint as ckpt
-from gankit.training import runlog
+from gankit.training.persist import checkpoint as ckpt
+from gankit.training.persist import runlog
 
 ARGS = ["--steps", "6", "--checkpoint-every", "3", "--log-every", "2", "--sample-every", "1000", "--seed", "2",
         "--ema", "0.9", "-b", "16", "--g-hidden", "16", "--d-hidden", "16", "--quiet"]

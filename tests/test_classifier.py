@@ -166,7 +166,7 @@ def test_light_tier_never_imports_torch():
 
 def test_net_shapes_and_identity_augmentation():
     torch = pytest.importorskip("torch")
-    from gankit.training.classifier import DigitCNN, augment
+    from gankit.training.classifier.model import DigitCNN, augment
 
     net = DigitCNN().eval()
     logits, feats = net(torch.rand(5, 1, 28, 28))
@@ -183,7 +183,7 @@ def test_net_shapes_and_identity_augmentation():
 
 def test_training_data_digits_stay_in_range_and_non_digits_cover_every_kind():
     torch = pytest.importorskip("torch")
-    from gankit.training.classifier import NOT_A_DIGIT_KINDS, augment_digits, gaussian_blur, not_digits
+    from gankit.training.classifier.model import NOT_A_DIGIT_KINDS, augment_digits, gaussian_blur, not_digits
 
     gen = torch.Generator().manual_seed(0)
     digits = torch.zeros(64, 1, 28, 28)

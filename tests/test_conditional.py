@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 from gankit.config import TrainConfig  # noqa: E402
 from gankit.errors import UsageError  # noqa: E402
 from gankit.testing import check_plugin, small_spec  # noqa: E402
-from gankit.training.spec import spec_from_config  # noqa: E402
+from gankit.training.engine.spec import spec_from_config  # noqa: E402
 from gankit_plugins.conditional import DEFAULT_OPTIONS, D_CONDS, build, plugin  # noqa: E402
 
 from conftest import MNIST  # noqa: E402
@@ -117,7 +117,7 @@ def test_short_real_run_writes_one_row_per_digit(tmp_path):
     from PIL import Image
 
     from gankit.data import load_dataset
-    from gankit.training.trainer import Trainer
+    from gankit.training.engine.trainer import Trainer
 
     ds = load_dataset(str(MNIST), "train")
     cfg = TrainConfig.make(plugin="conditional", data=str(MNIST), steps=60, batch_size=32, g_hidden=(64, 128),

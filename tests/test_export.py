@@ -20,9 +20,9 @@ from torch import nn
 from conftest import run_cli
 from gankit.contract import ModelCard
 from gankit.errors import ModelFileError
-from gankit.training.export import (card_for, default_export_path, export_from_checkpoint, export_generator,
+from gankit.training.export.to_onnx import (card_for, default_export_path, export_from_checkpoint, export_generator,
                                     weights_sha256)
-from gankit.training.stacked import GroupedMLP
+from gankit.training.nets.stacked import GroupedMLP
 from builders_stacked import grouped_class_net, grouped_from_sequentials
 from helpers_models import Z, TinyConditional, exported_models, exported_module, make_card
 
@@ -189,7 +189,7 @@ def test_export_from_checkpoint_with_a_real_training_run(tmp_path):
     assert meta["gankit.plugin"] == "unconditional" and meta["gankit.training_steps"] == "2"
     assert meta["gankit.label_mode"] == "none" and meta["gankit.z_dim"] == "100"
 
-    from gankit.training.checkpoint import load_export_source
+    from gankit.training.export.source import load_export_source
 
     ckpt = tmp_path / "runs" / "tiny" / "checkpoints" / "step-000000002"
     report = export_from_checkpoint(ckpt, tmp_path / "again.onnx")

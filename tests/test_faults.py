@@ -31,8 +31,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import FP32
-from gankit.training import runlog
-from gankit.training.checkpoint import load_checkpoint
+from gankit.training.persist import runlog
+from gankit.training.persist.checkpoint import load_checkpoint
 
 KILLS = int(os.environ.get("GANKIT_FAULTS", "3"))
 STEPS = 10 * KILLS + 30

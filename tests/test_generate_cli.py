@@ -258,9 +258,9 @@ def test_huge_counts_cost_no_memory(models, tmp_path, count):
     assert peak < 400, f"{peak:.0f} MB"  # the old code built 1.6 GB of labels first
 
 
-@pytest.mark.parametrize("module", ["typer", "gankit.cli.generate"])
-def test_ctrl_c_while_the_cli_starts_prints_no_traceback(tmp_path, module):
-    """SIGINT while typer imports (module level of gankit.cli) or while the command module does."""
+@pytest.mark.parametrize("module, args", [("typer", ["--help"]), ("gankit.cli.generate", []), ("numpy", [])])
+def test_ctrl_c_while_the_cli_starts_prints_no_traceback(tmp_path, module, args):
+    """SIGINT while typer imports (any call it parses), the command module or numpy (a plain generate, no typer)."""
     script = (
         "import os, signal, sys\n"
         "class Hook:\n"
@@ -269,7 +269,7 @@ def test_ctrl_c_while_the_cli_starts_prints_no_traceback(tmp_path, module):
         "            os.kill(os.getpid(), signal.SIGINT)\n"
         "        return None\n"
         "sys.meta_path.insert(0, Hook())\n"
-        "sys.argv = ['gankit', 'generate', '-o', 'x.png']\n"
+        f"sys.argv = ['gankit', 'generate', '-o', 'x.png', *{args!r}]\n"
         "from gankit.cli import main\n"
         "main()\n")
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)

@@ -111,7 +111,7 @@ def test_training_public_names_resolve_lazily():
             "assert 'torch' not in sys.modules, 'importing gankit.training must stay cheap'\n"
             "missing = [n for n in t.__all__ if getattr(t, n, None) is None]\n"
             "assert not missing, missing\n"
-            "from gankit.training import standard_step, build_nets, checkpoint\n"
+            "from gankit.training import standard_step, build_nets\nfrom gankit.training.persist import checkpoint\n"
             "print(len(t.__all__))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -3,7 +3,7 @@
 Heavy tier (torch). What is proved here:
 
 1. Nets: slice k of the stacked MLP / DCGAN generator and discriminator, copied into
-   gankit's standard nets (`gankit.training.nets`), gives the same outputs and the same
+   gankit's standard nets (`gankit.training.nets.builtin`), gives the same outputs and the same
    weight gradients as the stacked nets' class-k block (train mode, so DCGAN batch norm
    uses batch statistics), and the mixed-label ``forward(z, labels)`` path agrees too,
    within the worst-case rounding of the computation's depth in float32 and float64
@@ -38,10 +38,10 @@ torch = pytest.importorskip("torch")
 from gankit.config import TrainConfig  # noqa: E402
 from gankit.plugin_api import Nets, StepContext  # noqa: E402
 from gankit.testing import check_plugin, small_spec  # noqa: E402
-from gankit.training.context import make_step_context  # noqa: E402
-from gankit.training.step import standard_step  # noqa: E402
-from gankit.training.trainer import Trainer  # noqa: E402
-from gankit.training.stacked import copy_class_into  # noqa: E402
+from gankit.training.engine.context import make_step_context  # noqa: E402
+from gankit.training.engine.step import standard_step  # noqa: E402
+from gankit.training.engine.trainer import Trainer  # noqa: E402
+from gankit.training.nets.stacked import copy_class_into  # noqa: E402
 from gankit_plugins.per_digit import build, class_nets, per_digit_step, plugin  # noqa: E402
 
 from conftest import MNIST  # noqa: E402
@@ -343,7 +343,7 @@ def test_resumed_run_is_the_same_run(tmp_path):
     # Dropout masks come from (run seed, step, class), noise from the checkpointed noise
     # generator: stopping at step 4 and resuming to 8 must give the uninterrupted run.
     from gankit.data import load_dataset
-    from gankit.training.checkpoint import load_checkpoint
+    from gankit.training.persist.checkpoint import load_checkpoint
 
     straight, _ = _train(_cfg((2, 5), steps=8), tmp_path, "straight")
     _train(_cfg((2, 5), steps=4), tmp_path, "resumed")

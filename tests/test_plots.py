@@ -1,4 +1,4 @@
-"""Charts (gankit.training.plots, training tier): line plots and a run's loss curves, drawn by matplotlib."""
+"""Charts (gankit.training.persist.plots, training tier): line plots and a run's loss curves, drawn by matplotlib."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from PIL import Image
 pytest.importorskip("matplotlib")
 
 from gankit.errors import GankitError  # noqa: E402
-from gankit.training.plots import save_line_plot, save_loss_curves  # noqa: E402
+from gankit.training.persist.plots import save_line_plot, save_loss_curves  # noqa: E402
 
 
 def _rows(n: int = 100, per_class: bool = False) -> list[dict]:
@@ -73,7 +73,7 @@ def test_loss_curves_per_class(tmp_path):
 
 def test_title_legend_and_labels_are_set(tmp_path, monkeypatch):
     """What the chart says, read from the matplotlib figure before it is saved."""
-    import gankit.training.plots as plots
+    import gankit.training.persist.plots as plots
 
     seen = []
     real_save = plots._save

@@ -28,8 +28,8 @@ from gankit.plugin_api import GanPlugin, Nets
 torch = pytest.importorskip("torch")
 
 from gankit.testing import CheckReport, PluginCheckError, check_plugin  # noqa: E402
-from gankit.training.nets import build_nets  # noqa: E402
-from gankit.training.step import standard_step  # noqa: E402
+from gankit.training.nets.builtin import build_nets  # noqa: E402
+from gankit.training.engine.step import standard_step  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HINGE_SRC = REPO / "plugins" / "gankit-hinge"
@@ -165,7 +165,7 @@ def test_relu_output_generator_conforms_like_the_dl4j_preset():
     from dataclasses import fields
 
     from gankit.presets import get_preset
-    from gankit.training.spec import spec_from_config
+    from gankit.training.engine.spec import spec_from_config
 
     plugin = registry.load_plugin("unconditional")
     dl4j = spec_from_config(get_preset("dl4j-mlp").config, plugin)
@@ -389,7 +389,7 @@ def test_one_step_context_factory_is_what_the_trainer_and_kit_use():
     import inspect
 
     from gankit.training import conformance, trainer
-    from gankit.training.context import make_step_context
+    from gankit.training.engine.context import make_step_context
 
     assert "make_step_context(" in inspect.getsource(trainer.Trainer.run)
     assert "make_step_context(" in inspect.getsource(conformance.train_fresh)

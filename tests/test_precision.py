@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import SMALL_NETS, run_cli
-from gankit.training import precision as prec
+from gankit.training.engine import precision as prec
 
 CPU = torch.device("cpu")
 

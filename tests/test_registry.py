@@ -30,7 +30,7 @@ Second paragraph, not part of the summary.
 from gankit.plugin_api import GanPlugin
 
 def build(spec):
-    from gankit.training.nets import build_nets
+    from gankit.training.nets.builtin import build_nets
     return build_nets(spec)
 
 plugin = GanPlugin(name="good", description="A good test plugin.", build=build, api_version=1,
@@ -106,6 +106,7 @@ DISTS = {
     "dup": ("gk-dup", "5.0", "gk_dup", DUP, {"unconditional": "gk_dup:plugin"}),
     "noapi": ("gk-noapi", "6.0", "gk_noapi", NOAPI, {"noapi": "gk_noapi:plugin"}),
     "tiny": ("gk-tiny", "7.0", "gk_tiny", TINY, {"tiny": "gk_tiny:plugin"}),
+    "good2": ("gk-good2", "8.0", "gk_good2", GOOD, {"good": "gk_good2:plugin"}),
 }
 FAKE_MODULES = [d[2] for d in DISTS.values()]
 
@@ -186,7 +187,7 @@ def test_unknown_name_is_a_usage_error_listing_installed(on_path):
 
 @pytest.mark.parametrize("name, expected", [
     ("boom", ["gk-boom 2.0", "failed to import", "RuntimeError: kaboom at import"]),
-    ("future", ["gk-future 3.0", "plugin API 99", "speaks API 1"]),
+    ("future", ["gk-future 3.0", "plugin API 99", "speaks API 1 and 2"]),
     ("nobuild", ["gk-nobuild 4.0", "`build` is not callable"]),
     ("notaplugin", ["gk-nobuild 4.0", "must be a gankit.plugin_api.GanPlugin", "SimpleNamespace"]),
     ("noapi", ["gk-noapi 6.0", "failed to import", "api_version"]),
@@ -203,12 +204,27 @@ def test_broken_plugin_is_a_plugin_error_naming_its_distribution(on_path, name, 
 
 
 def test_duplicate_name_is_refused_naming_both_distributions(on_path):
-    on_path("dup")
+    on_path("good", "good2")
     with pytest.raises(PluginError) as err:
-        registry.load_plugin("unconditional")
+        registry.load_plugin("good")
     msg = str(err.value)
-    assert "gankit " in msg and "gk-dup 5.0" in msg and "more than one distribution" in msg
+    assert "gk-good 1.0" in msg and "gk-good2 8.0" in msg and "more than one distribution" in msg
     # Both stay visible in the listing, so the user can see the clash.
+    dists = sorted(i.distribution for i in registry.list_plugins() if i.name == "good")
+    assert dists == ["gk-good", "gk-good2"]
+
+
+def test_a_built_in_name_is_reserved_and_the_built_in_kept(on_path):
+    # A third-party distribution claiming 'unconditional' is refused in one line naming
+    # it; the built-in still loads, and is what the name means.
+    on_path("dup")
+    plugin = registry.load_plugin("unconditional")
+    assert plugin.description.startswith("One GAN over all training images")
+    assert registry.info_of("unconditional").distribution == "gankit"
+    status = next(s for s in registry.survey_plugins() if s.info.distribution == "gk-dup")
+    assert not status.ok and "\n" not in status.error
+    assert "gk-dup 5.0" in status.error and "reserved for gankit's built-in plugin" in status.error
+    assert "gk_dup" not in sys.modules  # refused before its code ran
     dists = sorted(i.distribution for i in registry.list_plugins() if i.name == "unconditional")
     assert dists == ["gankit", "gk-dup"]
 

@@ -90,7 +90,7 @@ def test_same_seed_same_pixels_and_chunking_does_not_change_them(models, monkeyp
     assert np.array_equal(a, gen.generate(2, n=40, seed=11))
     assert not np.array_equal(a, gen.generate(2, n=40, seed=12))
     assert not np.array_equal(gen.generate(2, n=4, seed=None), gen.generate(2, n=4, seed=None))
-    monkeypatch.setattr(runtime, "CHUNK", 7)  # 40 images -> 6 chunks, one stream of latents
+    monkeypatch.setattr(runtime.generator, "CHUNK", 7)  # 40 images -> 6 chunks, one stream of latents
     assert np.array_equal(a, gen.generate(2, n=40, seed=11))
     # a prefix of a bigger request is the smaller request
     assert np.array_equal(gen.generate(2, n=5, seed=11), a[:5])
@@ -176,7 +176,7 @@ def test_generate_float_checks_its_arrays(models):
 def test_shipped_model_lookup(models, tmp_path, monkeypatch):
     fake_pkg = tmp_path / "site" / "gankit"
     (fake_pkg / "assets").mkdir(parents=True)
-    monkeypatch.setattr(runtime, "__file__", str(fake_pkg / "runtime.py"))
+    monkeypatch.setattr(runtime.generator, "__file__", str(fake_pkg / "runtime" / "generator.py"))
     with pytest.raises(ModelFileError, match="no shipped model found.*--model PATH"):
         load_generator()
     # a source checkout: exports/ beside the package

@@ -28,7 +28,7 @@ from conftest import run_cli
 from gankit import runtime
 from gankit.errors import ModelFileError
 from gankit.images import to_uint8
-from gankit.training.fidelity import adapt_for_torch_fidelity, default_adapter_path
+from gankit.training.export.fidelity import adapt_for_torch_fidelity, default_adapter_path
 from helpers_models import Z, exported_models
 
 

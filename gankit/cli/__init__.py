@@ -4,6 +4,9 @@ Light tier. Command modules load torch (and other heavy things) only inside the 
 function. Typer builds every registered command's parameters on each call, so the app
 registers only the module of the command being run (`gankit generate` must start fast,
 see bench/bench_generate.py); `--help`, shell completion and anything unknown get them all.
+typer itself is imported only when the app is first needed (``gankit.cli.app`` is built
+on first access): a plain `gankit generate` command line skips it, and the pydantic and
+rich it brings, and runs `gankit.cli.generate.run` directly (`fast_arguments` says when).
 `main()` turns a `GankitError` into a clean message and its exit code:
 0 ok, 1 runtime failure, 2 usage error.
 """
@@ -12,28 +15,10 @@ from __future__ import annotations
 
 import importlib
 import os
-import signal
 import sys
 from typing import Annotated
 
-
-def _interrupted_while_starting(signum, frame):
-    sys.stderr.write("interrupted\n")
-    raise SystemExit(130)
-
-
-# typer and rich take a few hundred ms to import, before main() can catch anything: a
-# Ctrl-C then exits quietly. Python's handler is back once this module has loaded.
-_SIGINT_AT_IMPORT = signal.getsignal(signal.SIGINT)
-if _SIGINT_AT_IMPORT is signal.default_int_handler:
-    try:
-        signal.signal(signal.SIGINT, _interrupted_while_starting)
-    except ValueError:  # imported outside the main thread, where signals cannot be set
-        _SIGINT_AT_IMPORT = None
-
-import typer  # noqa: E402
-
-from gankit.errors import GankitError  # noqa: E402
+from gankit.errors import GankitError
 
 # Command name -> module under gankit.cli that registers it; the order here is the order in --help.
 COMMANDS = {
@@ -43,6 +28,7 @@ COMMANDS = {
     "evaluate": "evaluate",
     "info": "info",
     "plugins": "plugins",
+    "serve": "serve",
 }
 
 
@@ -55,34 +41,52 @@ def _wanted(args: list[str]) -> list[str]:
     return [first]
 
 
-class _LazyApp(typer.Typer):
-    """A Typer app that imports and registers command modules when it is called."""
-
-    _loaded: tuple[str, ...] = ()
-
-    def load(self, names: list[str]) -> None:
-        if set(names) <= set(self._loaded):
-            return
-        names = list(COMMANDS) if len(names) > 1 or self._loaded else names
-        # Re-register from scratch so that --help keeps the COMMANDS order.
-        self.registered_commands.clear()
-        self.registered_groups.clear()
-        for name in names:
-            importlib.import_module(f"gankit.cli.{COMMANDS[name]}").register(self)
-        self._loaded = tuple(names)
-
-    def __call__(self, *args, **kwargs):
-        argv = kwargs.get("args")
-        self.load(_wanted(list(argv) if argv is not None else sys.argv[1:]))
-        return super().__call__(*args, **kwargs)
+_app = None
+typer = None  # the module, once _get_app has imported it (the annotations of _root name it)
 
 
-app = _LazyApp(
-    name="gankit",
-    help="Train GAN digit generators, export them to ONNX, and generate digits without PyTorch.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
+def _get_app():
+    """The root Typer app, built on first use (importing typer costs more than a whole `gankit generate`)."""
+    global _app, typer
+    if _app is not None:
+        return _app
+    import typer
+
+    class _LazyApp(typer.Typer):
+        """A Typer app that imports and registers command modules when it is called."""
+
+        _loaded: tuple[str, ...] = ()
+
+        def load(self, names: list[str]) -> None:
+            if set(names) <= set(self._loaded):
+                return
+            names = list(COMMANDS) if len(names) > 1 or self._loaded else names
+            # Re-register from scratch so that --help keeps the COMMANDS order.
+            self.registered_commands.clear()
+            self.registered_groups.clear()
+            for name in names:
+                importlib.import_module(f"gankit.cli.{COMMANDS[name]}").register(self)
+            self._loaded = tuple(names)
+
+        def __call__(self, *args, **kwargs):
+            argv = kwargs.get("args")
+            self.load(_wanted(list(argv) if argv is not None else sys.argv[1:]))
+            return super().__call__(*args, **kwargs)
+
+    _app = _LazyApp(
+        name="gankit",
+        help="Train GAN digit generators, export them to ONNX, and generate digits without PyTorch.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+    )
+    _app.callback()(_root)
+    return _app
+
+
+def __getattr__(name: str):
+    if name == "app":  # `from gankit.cli import app` builds it
+        return _get_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def versions() -> list[tuple[str, str]]:
@@ -118,7 +122,6 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: Annotated[bool, typer.Option(
         "--version", callback=_print_version, is_eager=True,
@@ -136,10 +139,24 @@ def report_error(err: GankitError) -> None:
     Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(err))}")
 
 
+def _fast_generate(args: list[str]) -> bool:
+    """Run a plain `gankit generate ...` command line without typer; False when it is not one."""
+    if not args or args[0] != "generate" or any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ):
+        return False
+    from gankit.cli import generate
+
+    kwargs = generate.fast_arguments(args[1:])
+    if kwargs is None:
+        return False
+    generate.run(**kwargs)
+    return True
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
-        app()
+        if not _fast_generate(sys.argv[1:]):
+            _get_app()()
     except GankitError as err:
         report_error(err)
         sys.exit(err.exit_code)
@@ -153,6 +170,3 @@ def main() -> None:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
 
-
-if _SIGINT_AT_IMPORT is signal.default_int_handler:
-    signal.signal(signal.SIGINT, _SIGINT_AT_IMPORT)

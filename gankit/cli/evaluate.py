@@ -85,7 +85,7 @@ def _open_onnx(path: Path) -> _Model:
 
 def _checkpoint_dir(path: Path, which: str) -> Path:
     """The checkpoint to score: the latest step, or the run's ``best`` (kept by --eval-every)."""
-    from gankit.training.checkpoint import MANIFEST, find_checkpoint
+    from gankit.training.persist.checkpoint import MANIFEST, find_checkpoint
 
     if which == "latest":
         return find_checkpoint(path)
@@ -106,8 +106,8 @@ def _open_checkpoint(path: Path, which: str) -> _Model:
     require_torch("evaluate")  # only for run folders and checkpoints; .onnx models need no torch
     import torch
 
-    from gankit.training.checkpoint import load_export_source
-    from gankit.training.evaluation import sample_uint8
+    from gankit.training.export.source import load_export_source
+    from gankit.training.engine.evaluation import sample_uint8
 
     ckpt = _checkpoint_dir(path, which)
     src = load_export_source(ckpt)

@@ -2,11 +2,11 @@
 
 Light tier at import (so `--help` never loads torch); the command body needs the heavy
 tier (torch, onnx, onnxscript) and says how to install it when torch is missing. The
-export itself is `gankit.training.export.export_from_checkpoint`, which refuses to leave
+export itself is `gankit.training.export.to_onnx.export_from_checkpoint`, which refuses to leave
 a file behind unless onnxruntime matches torch on batches of 1, 7 and 256.
 
 ``--torch-fidelity`` also writes ``NAME.torch-fidelity.onnx`` beside it, the form
-torch-fidelity's ``GenerativeModelONNX`` loads (`gankit.training.fidelity`). Given an
+torch-fidelity's ``GenerativeModelONNX`` loads (`gankit.training.export.fidelity`). Given an
 exported ``.onnx`` file instead of a run, it writes only that adapter, which needs onnx
 but not torch.
 """
@@ -51,7 +51,7 @@ def export(
     from rich.console import Console
     from rich.table import Table
 
-    from gankit.training.export import export_from_checkpoint
+    from gankit.training.export.to_onnx import export_from_checkpoint
 
     console = Console(highlight=False)
     with console.status(f"exporting {source} ..."):
@@ -82,7 +82,7 @@ def _write_adapter(model: Path, output: Optional[Path]) -> None:
     """Write and describe the torch-fidelity adapter of the exported ``model``."""
     from rich.console import Console
 
-    from gankit.training.fidelity import adapt_for_torch_fidelity
+    from gankit.training.export.fidelity import adapt_for_torch_fidelity
 
     console = Console(highlight=False)
     with console.status(f"writing the torch-fidelity adapter of {model} ..."):

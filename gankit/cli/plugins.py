@@ -103,10 +103,11 @@ def plugins_show(
     from rich.markup import escape
     from rich.table import Table
 
-    from gankit.registry import list_plugins, load_plugin
+    from gankit.plugin_api import describe_options
+    from gankit.registry import info_of, load_plugin
 
     plugin = load_plugin(name)  # UsageError (unknown) / PluginError (broken) reach main()
-    info = next(i for i in list_plugins() if i.name == name)
+    info = info_of(name)
     module_name = info.value.split(":", 1)[0]
 
     grid = Table.grid(padding=(0, 2))
@@ -122,6 +123,7 @@ def plugins_show(
         ("batch layout", _BATCH_LAYOUTS.get(plugin.batch_layout, plugin.batch_layout)),
         ("archs", ", ".join(plugin.supported_archs) or "(none)"),
         ("train step", _callable_name(plugin.train_step) if plugin.train_step else "standard"),
+        ("D regulariser", _callable_name(plugin.d_regularizer) if plugin.d_regularizer else "(none)"),
         ("loss", "the run's --loss" if plugin.uses_loss else "its own (--loss does not apply)"),
         ("train defaults", ", ".join(f"{k}={v!r}" for k, v in plugin.train_defaults.items())
          or "(none: gankit's defaults)"),
@@ -132,8 +134,9 @@ def plugins_show(
     for key, value in rows:
         grid.add_row(key, escape(str(value)))
     if plugin.default_options:
-        options = "\n".join(f"{k} = {v!r}" for k, v in sorted(plugin.default_options.items()))
-        grid.add_row("options", escape(options + "\n(set with --option key=value)"))
+        typed = "" if plugin.options else " (untyped, plugin API 1: the plugin checks the values)"
+        options = "\n".join(describe_options(plugin))
+        grid.add_row("options", escape(options + f"\n(set with --option key=value{typed})"))
     else:
         grid.add_row("options", "(none)")
     _console().print(grid)

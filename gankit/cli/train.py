@@ -26,7 +26,8 @@ import typer
 from typer import _click as click
 from typer.core import TyperCommand
 
-from gankit.config import SETTINGS, TrainConfig, check_run_name, flag_of, load_config_file, setting_of
+from gankit.config import (SETTINGS, TrainConfig, check_run_name, check_types, flag_of, load_config_file,
+                           setting_of)
 from gankit.errors import UsageError
 
 # Settings that may change on --resume: how long and where to go on, not what is trained.
@@ -103,8 +104,31 @@ def _signature() -> inspect.Signature:
 
 # ----- layering ---------------------------------------------------------------------------
 
+def check_command_values(values: dict[str, Any], source: str = "") -> dict[str, Any]:
+    """The command's own options (``FILE_CLI_KEYS``), checked the same way from the command
+    line and from a --config file; UsageError naming the first bad one."""
+    where = f"{source}: " if source else ""
+    for key, value in values.items():
+        flag = f"--{key.replace('_', '-')}"
+        if value is None:
+            continue
+        if key in ("lr", "progress_seconds"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value <= 0:
+                raise UsageError(f"{where}{flag} must be a positive number, got {value!r}")
+        elif key == "quiet" and not isinstance(value, bool):
+            raise UsageError(f"{where}{flag} is a flag (true or false), got {value!r}")
+        elif key in ("name", "runs_dir") and not isinstance(value, str):
+            raise UsageError(f"{where}{flag} must be text, got {value!r}")
+        elif key == "name":
+            check_run_name(value)
+        elif key == "runs_dir" and not value.strip():
+            raise UsageError(f"{where}--runs-dir is empty; give a folder (default: runs)")
+    return values
+
+
 def _file_layer(path: Optional[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(settings, command-only values) from a --config file."""
+    """(settings, command-only values) from a --config file, both checked."""
     if path is None:
         return {}, {}
     data = load_config_file(path)
@@ -112,7 +136,7 @@ def _file_layer(path: Optional[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
     unknown = sorted(set(data) - set(SETTINGS))
     if unknown:
         raise UsageError(f"--config {path}: no setting named {', '.join(unknown)}")
-    return data, cli
+    return data, check_command_values(cli, f"--config {path}")
 
 
 def base_config(plugin_name: str, preset: Optional[str]) -> tuple[TrainConfig, Any]:
@@ -152,6 +176,8 @@ def _from_command_line(values: dict[str, Any]) -> dict[str, Any]:
 
 def resolve(given: dict[str, Any], file_settings: dict[str, Any]) -> tuple[TrainConfig, Any]:
     """The layered config (validated) and its loaded plugin."""
+    check_types(file_settings, "--config")  # before the plugin and preset they name are looked up
+    check_types(given)
     plugin_name = given.get("plugin") or file_settings.get("plugin") or TrainConfig.plugin
     preset = given.get("preset") or file_settings.get("preset") or None
     base, plugin = base_config(plugin_name, preset)
@@ -184,6 +210,19 @@ def _shown(value: Any) -> str:
     if isinstance(value, dict):
         return " ".join(f"{k}={v}" for k, v in value.items()) or "none"
     return "''" if value == "" else str(value)
+
+
+def _options_help(plugin: Any) -> list[str]:
+    """The plugin's options for --help: one paragraph each, typed for a plugin API 2 schema."""
+    from gankit.plugin_api import describe_options
+
+    lines = describe_options(plugin)
+    if not lines:
+        return [f"Plugin {plugin.name!r} has no options."]
+    typed = "" if plugin.options else " (untyped: the plugin checks the values)"
+    # rich markup: "\\[" is a literal bracket (as in the --config help).
+    return [f"Options of plugin {plugin.name!r}, set with --option KEY=VALUE or an \\[options] table in "
+            f"--config{typed}:", *(line.replace("[", "\\[") for line in lines)]
 
 
 class TrainCommand(TyperCommand):
@@ -226,11 +265,33 @@ class TrainCommand(TyperCommand):
                          + ", ".join(f"{k}={_shown(v)}" for k, v in plugin.train_defaults.items()) + ".")
         if plugin is not None:
             notes.append(f"Archs for plugin {plugin.name!r}: {', '.join(plugin.supported_archs)}.")
+            notes.extend(_options_help(plugin))
         self.epilog = "\n\n".join(notes)
 
 
 def train(**kwargs: Any) -> None:
     """Train a GAN; writes runs/<name>/ with checkpoints, sample grids and loss curves."""
+    import contextlib
+
+    # The run folder's lock (gankit.training.persist.lock) is held until the command ends.
+    with contextlib.ExitStack() as held:
+        _train(kwargs, held)
+
+
+def _lock_run_folder(run_dir: Path, command: str, held) -> None:
+    """Take the run folder's lock for the rest of the command, in the one process that holds it.
+
+    A plain run and `--nproc N`'s launcher hold it; the ranks the launcher starts do not
+    (the launcher holds it for them), nor do torchrun's ranks other than rank 0.
+    """
+    from gankit.training import distributed
+    from gankit.training.persist.lock import run_folder_lock
+
+    if distributed.holds_run_lock():
+        held.enter_context(run_folder_lock(run_dir, command))
+
+
+def _train(kwargs: dict[str, Any], held) -> None:
     from gankit.errors import require_torch
 
     cli = {k: kwargs.pop(k) for k in CLI_ONLY}
@@ -238,13 +299,10 @@ def train(**kwargs: Any) -> None:
     if cli["lr"] is not None:
         given.setdefault("lr_g", cli["lr"])
         given.setdefault("lr_d", cli["lr"])
-    for key in ("lr", "progress_seconds"):
-        value = cli[key]
-        if value is not None and (not math.isfinite(value) or value <= 0):
-            raise UsageError(f"--{key.replace('_', '-')} must be a positive number, got {value}")
+    check_command_values({k: cli[k] for k in FILE_CLI_KEYS})
 
     if cli["resume"] is not None:
-        plan, state, run_dir = _resume_plan(cli["resume"], given, cli)
+        plan, state, run_dir = _resume_plan(cli["resume"], given, cli, held)
         notes: list[str] = []
     else:
         file_settings, file_cli = _file_layer(cli["config"])
@@ -262,16 +320,12 @@ def train(**kwargs: Any) -> None:
                 verb = "does" if len(set_loss) == 1 else "do"
                 notes.append(f"warning: plugin {plugin.name!r} has its own loss; {' and '.join(set_loss)} "
                              f"{verb} not apply to it")
-        name = cli["name"]
-        if name is not None:
-            check_run_name(name)
-        if cli["runs_dir"] is not None and not str(cli["runs_dir"]).strip():
-            raise UsageError("--runs-dir is empty; give a folder (default: runs)")
+        name = cli["name"]  # checked, from the command line or the file, by check_command_values
         runs_dir = Path(cli["runs_dir"] if cli["runs_dir"] is not None else "runs")
         if runs_dir.exists() and not runs_dir.is_dir():
             raise UsageError(f"--runs-dir {runs_dir} is not a folder")
         require_torch("train")
-        from gankit.training.spec import plan_run
+        from gankit.training.engine.spec import plan_run
 
         plan = plan_run(cfg, plugin)
         state = None
@@ -282,6 +336,8 @@ def train(**kwargs: Any) -> None:
     from gankit.training import distributed
 
     role = distributed.role_for(cli["nproc"], cli["shard_digits"], plan, state)
+    if state is None:  # a resume took the lock before reading the checkpoint
+        _lock_run_folder(run_dir, "train", held)
     if role is not None and role.launcher:  # this process only starts the ranks and watches them
         raise typer.Exit(distributed.launch(role, distributed.rank_argv(run_dir, state is None and not cli["name"])))
 
@@ -291,7 +347,7 @@ def train(**kwargs: Any) -> None:
     dataset = default_dataset("train") if cfg.data == "default" else load_dataset(cfg.data, "train")
     notes.extend(dataset.messages())  # which files, how many images, and a warning for a named subset
     if state is None and (role is None or role.writes):
-        from gankit.training.runlog import claim_folder
+        from gankit.training.persist.runlog import claim_folder
 
         note = claim_folder(run_dir)  # a folder with no committed checkpoint is taken over, and said so
         if note:
@@ -301,7 +357,7 @@ def train(**kwargs: Any) -> None:
     _run(plan, dataset, run_dir, state, bool(cli["quiet"]), cli["progress_seconds"] or 30.0, notes, role)
 
 
-def _resume_plan(resume: Path, given: dict[str, Any], cli: dict[str, Any]):
+def _resume_plan(resume: Path, given: dict[str, Any], cli: dict[str, Any], held):
     from gankit.errors import require_torch
 
     changed = sorted(flag_of(k) for k in given if k not in RESUMABLE)
@@ -310,14 +366,17 @@ def _resume_plan(resume: Path, given: dict[str, Any], cli: dict[str, Any]):
         raise UsageError(f"--resume continues the saved config; only --steps, --device and --max-seconds "
                          f"may change (got {', '.join(changed)})")
     require_torch("train")
-    from gankit.training.checkpoint import load_checkpoint
-    from gankit.training.spec import plan_run
+    from gankit.training.persist.checkpoint import load_checkpoint
+    from gankit.training.engine.spec import plan_run
 
     run_dir = Path(resume)
     # A run folder with config.json but no checkpoints/ is one stopped before its first
     # checkpoint: load_checkpoint says so and how to start it over.
     if not (run_dir / "checkpoints").is_dir() and not (run_dir / "config.json").is_file():
         raise UsageError(f"--resume takes a run folder (runs/<name>), got {resume}")
+    # Locked before the checkpoint is read: a live run could otherwise commit (and prune)
+    # under this resume, and two resumes would append to one metrics.jsonl.
+    _lock_run_folder(run_dir, "train --resume", held)
     state = load_checkpoint(run_dir)
     cfg = state.config.with_overrides(**{k: given.get(k) for k in RESUMABLE})
     plan = plan_run(cfg)
@@ -350,7 +409,7 @@ def _run(plan, dataset, run_dir: Path, state, quiet: bool, progress_seconds: flo
     from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from gankit.training.trainer import Callbacks, Trainer
+    from gankit.training.engine.trainer import Callbacks, Trainer
 
     cfg = plan.config
     # log_path=False: progress lines without rich's "file.py:123" suffix.
@@ -402,7 +461,7 @@ def _run(plan, dataset, run_dir: Path, state, quiet: bool, progress_seconds: flo
 
     evaluator = None
     if cfg.eval_every and (role is None or role.writes):
-        from gankit.training.evaluation import make_training_evaluator
+        from gankit.training.engine.evaluation import make_training_evaluator
 
         evaluator = make_training_evaluator(cfg, plan.plugin)
     parallel = None
@@ -420,12 +479,29 @@ def _run(plan, dataset, run_dir: Path, state, quiet: bool, progress_seconds: flo
         result = trainer.run() if parallel is None else parallel.run(trainer)
     if result is None:  # a rank other than 0: rank 0 reports
         return
-    rate = result.steps_run / result.seconds if result.seconds > 0 else float("nan")
-    resumed = f" (resumed at step {result.start_step}; now at {result.steps})" if result.start_step else ""
-    console.print(f"[green]done[/]: {result.steps_run} steps in {result.seconds:.1f}s, {rate:.1f} steps/s"
-                  f"{resumed}; checkpoint {escape(str(result.last_checkpoint))}")
     console.print(f"samples: {escape(str(run_dir / 'samples'))}  loss curve: {escape(str(run_dir / 'loss_curve.png'))}")
     console.print(f"next: gankit export {escape(str(run_dir))} -o exports/{escape(run_dir.name)}.onnx")
+    console.print(_closing_line(result, cfg, run_dir))
+
+
+def _closing_line(result, cfg: TrainConfig, run_dir: Path) -> str:
+    """The last line of every run: steps reached of planned; after an early stop, what it means and how to go on."""
+    import shlex
+
+    from rich.markup import escape
+
+    from gankit.training.engine.trainer import early_stop_note
+
+    rate = result.steps_run / result.seconds if result.seconds > 0 else float("nan")
+    resumed = f" (resumed at step {result.start_step}; now at {result.steps})" if result.start_step else ""
+    ran = f"{result.steps_run} steps in {result.seconds:.1f}s, {rate:.1f} steps/s{resumed}"
+    if not result.stopped_early:
+        return (f"[green]done[/]: {ran}; step {result.steps} of {result.planned} planned; "
+                f"checkpoint {escape(str(result.last_checkpoint))}")
+    # --max-seconds is saved with the run: a plain --resume would stop after another budget.
+    return (f"[yellow]stopped early[/]: {ran}; step {result.steps} of {result.planned} planned, --max-seconds "
+            f"{cfg.max_seconds:g} reached: {early_stop_note(result.steps, result.planned)}. Resume with: "
+            f"gankit train --resume {escape(shlex.quote(str(run_dir)))} --max-seconds 0")
 
 
 train.__signature__ = _signature()  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ points; both return a `Dataset` that says where its images came from.
 
 from __future__ import annotations
 
-from gankit.data.sources import Dataset, default_dataset, load_dataset
+from gankit.data.dataset import Dataset
+from gankit.data.sources import default_dataset, load_dataset
 
 __all__ = ["Dataset", "default_dataset", "load_dataset"]

@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from gankit.atomic import commit, staged_file
 from gankit.errors import DataError
+from gankit.inputs import envvars
 
 
 @dataclass(frozen=True)
@@ -98,11 +100,28 @@ def mirror_env_var(name: str) -> str:
     return "GANKIT_" + name.upper().replace("-", "_") + "_MIRRORS"
 
 
+def _mirror_problem(url: str) -> str | None:
+    """None for an http(s) URL with a host, else what is wrong with it."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        return f"is not a URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "is not an http:// or https:// URL"
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        return "holds spaces or control characters"
+    return None
+
+
 def mirrors_for(name: str, mirrors: list[str] | None = None) -> list[str]:
-    """Mirrors to try, in order: the argument, else the env var, else the built-in list."""
+    """Mirrors to try, in order: the argument, else the env var, else the built-in list.
+
+    The env var is checked when read: a value that is not a comma-separated list of
+    http(s) URLs is a UsageError naming the variable (exit 2), never a traceback.
+    """
     if mirrors is None:
-        env = os.environ.get(mirror_env_var(name), "").strip()
-        mirrors = [m.strip() for m in env.split(",") if m.strip()] if env else MIRRORS.get(name, [])
+        mirrors = envvars.items(mirror_env_var(name), _mirror_problem, what="mirror URLs") or MIRRORS.get(name, [])
     return [m if m.endswith("/") else m + "/" for m in mirrors]
 
 

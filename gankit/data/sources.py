@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from gankit.data.dataset import Dataset
 from gankit.data.idx import read_idx
 from gankit.errors import DataError, UsageError
+from gankit.inputs import envvars
 
 SPLITS = ("train", "test")
 SPLIT_FILES = {
@@ -35,40 +36,6 @@ CANONICAL_SIZES = {
     "mnist": {"train": 60_000, "test": 10_000},
     "fashion-mnist": {"train": 60_000, "test": 10_000},
 }
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Images and labels of one split, plus where they came from."""
-
-    images: np.ndarray  # uint8 [N, 28, 28], C-contiguous
-    labels: np.ndarray  # int64 [N]
-    name: str  # "mnist", "fashion-mnist", "synthetic-digits", or the folder name
-    source: str  # folder path, or "synthetic (rendered with Pillow)"
-    split: str  # "train" or "test"
-    synthetic: bool = False
-    files: tuple[str, ...] = ()  # the images and labels files read, when read from files
-    canonical_size: int | None = None  # the published split's size, when loaded by name
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def describe(self) -> str:
-        """One line: what was loaded, how many images, from which files."""
-        where = ", ".join(self.files) if self.files else self.source
-        return f"data: {self.name} {self.split} split, {len(self):,} images from {where}"
-
-    def warning(self) -> str | None:
-        """A warning when a named set resolved to fewer images than its canonical split holds."""
-        if self.canonical_size is None or len(self) >= self.canonical_size:
-            return None
-        return (f"warning: {self.name!r} resolved to {self.source}, which holds {len(self):,} {self.split} "
-                f"images, a subset of the canonical {self.canonical_size:,}; numbers from it are not "
-                f"comparable with full-{self.name} results (pass --data FOLDER to choose the files)")
-
-    def messages(self) -> list[str]:
-        """`describe()` and, when there is one, `warning()`: what a command prints about its data."""
-        return [self.describe(), *filter(None, [self.warning()])]
 
 
 def _check_split(split: str) -> str:
@@ -128,15 +95,16 @@ def load_folder(folder: str | os.PathLike, split: str = "train", name: str | Non
 
 def user_cache_dir(name: str) -> Path:
     """Where downloads of data set `name` go: $XDG_CACHE_HOME/gankit/<name> or ~/.cache/gankit/<name>."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = envvars.path("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "gankit" / name
 
 
 def candidate_folders(name: str) -> list[Path]:
     """Local folders that may hold data set `name`, in the order they are searched."""
     candidates = []
-    if os.environ.get("GANKIT_DATA"):
-        candidates.append(Path(os.environ["GANKIT_DATA"]).expanduser() / name)
+    root = envvars.path("GANKIT_DATA")  # checked: a path no longer than the system allows
+    if root is not None:
+        candidates.append(root / name)
     candidates.append(user_cache_dir(name))
     if name == "fashion-mnist":
         candidates.append(DEBIAN_FASHION_MNIST)

@@ -143,7 +143,7 @@ def render_digits(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def synthetic_digits(n_per_class: int = 1000, seed: int = 0, *, split: str = "train"):
     """A balanced, shuffled set of 10 * n_per_class synthetic digits as a `Dataset`."""
-    from gankit.data.sources import Dataset
+    from gankit.data.dataset import Dataset
     from gankit.errors import DataError
 
     if n_per_class < 1:

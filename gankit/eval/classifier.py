@@ -7,7 +7,7 @@ if both came from the very same classifier.
 
 It reads a 28x28 image as one of 11 classes: the digits 0-9, or `NOT_A_DIGIT` (10) for
 noise, blank, blobs and strokes that form no digit. How it is trained, and why the 11th
-class, is in `gankit.training.classifier`; ``python -m gankit.training.assets`` rebuilds
+class, is in `gankit.training.classifier.model`; ``python -m gankit.training.classifier.assets`` rebuilds
 it and prints its measured accuracy and rejection rates, which the ONNX file also
 records in its metadata (``gankit.classifier.*``).
 

@@ -1,6 +1,6 @@
 """Images that are hard for a digit classifier: the probes its robustness is measured on.
 
-Light tier (numpy only). Deterministic for a seed. ``python -m gankit.training.assets``
+Light tier (numpy only). Deterministic for a seed. ``python -m gankit.training.classifier.assets``
 reports the shipped classifier's readings of these, and the tests hold it to them:
 
 * `noisy_background`: real digits on a background of uniform noise below a pixel level,

@@ -4,8 +4,8 @@ Light tier (numpy only). Two quality numbers compare only if they were measured 
 same way, so everything that decides the way lives here, stamped into every report as
 `PROTOCOL_VERSION`:
 
-* `sample_latent` and `cycle_labels`: the one rule that turns (n, seed) into latent
-  vectors and digit labels. `gankit evaluate` (on an export or a checkpoint), the
+* `cycle_labels`, with `gankit.contract.sample_latent`: the one rule that turns (n, seed)
+  into latent vectors and digit labels. `gankit evaluate` (on an export or a checkpoint), the
   training-time evaluator behind ``--eval-every`` and `gankit.runtime.OnnxGenerator`
   all draw through it (`evaluation_inputs` for the first two), so the ``best`` checkpoint
   is picked on the very images `gankit evaluate` later scores;
@@ -23,6 +23,9 @@ import math
 from typing import Sequence
 
 import numpy as np
+
+# The latent rule is the model contract's (one home); evaluation re-exports it for its callers.
+from gankit.contract import NOISES, sample_latent  # noqa: F401
 
 PROTOCOL_VERSION = 2
 
@@ -58,23 +61,6 @@ STARVED_MIN_EXPECTED = 20
 NOT_A_DIGIT_ALARM_SHARE = 0.05
 # Fewer images than this make per-digit numbers and the FD too noisy to be worth showing.
 RECOMMENDED_SAMPLES = 2000
-
-NOISES = ("normal", "uniform")
-
-
-def sample_latent(n: int, z_dim: int, noise: str, seed: int | np.random.Generator | None = DEFAULT_SEED) -> np.ndarray:
-    """``n`` latent vectors float32 [n, z_dim] from ``noise``: "normal" or "uniform" on [-1, 1].
-
-    ``seed`` is an int, a numpy Generator (drawing from it advances it, so chunks drawn in
-    turn from one Generator equal one big draw) or None for fresh entropy.
-    """
-    if noise not in NOISES:
-        raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    if noise == "uniform":
-        return rng.uniform(-1.0, 1.0, size=(int(n), int(z_dim))).astype(np.float32)
-    return rng.standard_normal(size=(int(n), int(z_dim)), dtype=np.float32)
-
 
 def cycle_labels(digits: Sequence[int], n: int) -> np.ndarray:
     """int64 [n]: ``digits`` repeated in order (0,1,..,9,0,1,..), so each gets n/k within one."""

@@ -2,7 +2,7 @@
 
 Light tier (numpy only). Evaluation must work without the MNIST files, so what it needs
 from real data is computed once, by `gankit.eval.reference_build` (run from
-``python -m gankit.training.assets``), and shipped:
+``python -m gankit.training.classifier.assets``), and shipped:
 
 * ``eval_reference.json``: the reference values (what real digits score under the same
   protocol) and small per-digit tables, stamped with the classifier's sha256;
@@ -124,7 +124,7 @@ def load_reference(split: str = "test", *, classifier_sha256: str | None = None,
     if classifier_sha256 is not None and stamp != classifier_sha256:
         raise ModelFileError(
             f"the evaluation reference in {folder} was computed with classifier {stamp[:12]}…, "
-            f"not the one in use ({classifier_sha256[:12]}…); rebuild it with python -m gankit.training.assets --reference-only"
+            f"not the one in use ({classifier_sha256[:12]}…); rebuild it with python -m gankit.training.classifier.assets --reference-only"
         )
     return ref
 

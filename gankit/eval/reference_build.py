@@ -1,7 +1,7 @@
 """Build the real-MNIST reference files that `gankit.eval.reference` loads.
 
 Light tier (numpy; the classifier runs through onnxruntime). Run once per classifier by
-``python -m gankit.training.assets``; evaluation itself only ever loads the result.
+``python -m gankit.training.classifier.assets``; evaluation itself only ever loads the result.
 Reference values of the distribution metrics (FD, KID, diversity) compare the *other*
 real split with the chosen one; values that need no second distribution (accuracy,
 classifier score, digit entropy, share read as no digit) are measured on each split.

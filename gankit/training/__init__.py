@@ -1,5 +1,9 @@
 """The heavy tier: everything that needs torch (nets, losses, steps, trainer, checkpoints, export).
 
+Rooms (sub-packages, each with its idea and import rules in its docstring; see
+docs/architecture.md): `engine`, `nets`, `persist`, `export`, `distributed`,
+`conformance`, `classifier`.
+
 Nothing outside this package imports torch at module level. `__all__` is what plugins
 may use; everything else here (the trainer, checkpoints, export, plots) is gankit's own
 machinery and may change between releases. The names are resolved on first use, so
@@ -11,7 +15,7 @@ machinery and may change between releases. The names are resolved on first use, 
 * stacked per-class nets (K independent nets in one set of tensors, called as
   ``net(blocks)`` or ``net(x, labels)``): `build_stacked`, `GroupedMLP`,
   `StackedMLPDiscriminator`, `StackedDCGANGenerator`, `StackedDCGANDiscriminator`,
-  `by_class`, `copy_class_into`;
+  `by_class`, `copy_class_into`, `class_generators` / `derive_seed` (class-keyed random streams);
 * losses: `get_losses` (a `LossPair` by name), `bce_d`, `bce_g`;
 * steps: `standard_step` (the default update, which a plugin's ``train_step`` may call),
   `discriminator_scores`, `AuxiliaryLoss`, `has_batchnorm`;
@@ -23,31 +27,33 @@ from __future__ import annotations
 import importlib
 
 _PUBLIC = {
-    "build_nets": "nets",
-    "MLPGenerator": "nets",
-    "MLPDiscriminator": "nets",
-    "DCGANGenerator": "nets",
-    "DCGANDiscriminator": "nets",
-    "activation": "nets",
-    "init_weights": "nets",
-    "ACTIVATIONS": "nets",
-    "init_layer_": "nets",
-    "build_stacked": "stacked",
-    "GroupedMLP": "stacked",
-    "StackedMLPDiscriminator": "stacked",
-    "StackedDCGANGenerator": "stacked",
-    "StackedDCGANDiscriminator": "stacked",
-    "by_class": "stacked",
-    "copy_class_into": "stacked",
-    "get_losses": "losses",
-    "bce_d": "losses",
-    "bce_g": "losses",
-    "standard_step": "step",
-    "discriminator_scores": "step",
-    "AuxiliaryLoss": "step",
-    "has_batchnorm": "step",
-    "make_step_context": "context",
-    "draw_latent": "context",
+    "build_nets": "nets.builtin",
+    "MLPGenerator": "nets.builtin",
+    "MLPDiscriminator": "nets.builtin",
+    "DCGANGenerator": "nets.builtin",
+    "DCGANDiscriminator": "nets.builtin",
+    "activation": "nets.builtin",
+    "init_weights": "nets.builtin",
+    "ACTIVATIONS": "nets.builtin",
+    "init_layer_": "nets.builtin",
+    "build_stacked": "nets.stacked",
+    "GroupedMLP": "nets.stacked",
+    "StackedMLPDiscriminator": "nets.stacked",
+    "StackedDCGANGenerator": "nets.stacked",
+    "StackedDCGANDiscriminator": "nets.stacked",
+    "by_class": "nets.stacked",
+    "copy_class_into": "nets.stacked",
+    "class_generators": "nets.stacked",
+    "derive_seed": "nets.stacked",
+    "get_losses": "engine.losses",
+    "bce_d": "engine.losses",
+    "bce_g": "engine.losses",
+    "standard_step": "engine.step",
+    "discriminator_scores": "engine.step",
+    "AuxiliaryLoss": "engine.step",
+    "has_batchnorm": "engine.step",
+    "make_step_context": "engine.context",
+    "draw_latent": "engine.context",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gankit.plugin_api import NetSpec, Nets, StepContext
-from gankit.training.nets import build_nets
-from gankit.training.step import AuxiliaryLoss, standard_step
+from gankit.training import build_nets
+from gankit.training import AuxiliaryLoss, standard_step
 
 __all__ = ["ConditionalGenerator", "ConditionalDiscriminator", "build", "conditional_step"]
 

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 
 from gankit.plugin_api import NetSpec, Nets, StepContext
-from gankit.training.nets import build_nets
-from gankit.training.stacked import build_stacked, class_generators, copy_class_into, derive_seed
-from gankit.training.step import standard_step
+from gankit.training import build_nets
+from gankit.training import build_stacked, class_generators, copy_class_into, derive_seed
+from gankit.training import standard_step
 
 # Stream ids for `class_generators`: 0 and 1 seed the G and D initial weights, 2 dropout.
 _DROPOUT_STREAM = 2
@@ -24,7 +24,7 @@ def build(spec: NetSpec) -> Nets:
     """Stacked generator and discriminator with one independent net per class in ``spec.classes``."""
     # One draw from the global RNG (seeded by the trainer) seeds every class's own init
     # generator, so class c's initial weights do not depend on the other classes.
-    base = int(torch.randint(0, 2**62, (1,)).item())
+    base = int(torch.randint(0, 2**62, (1,), device="cpu").item())  # cpu: also under torch.device("meta")
     generator, discriminator = build_stacked(spec, base)
     return Nets(generator, discriminator)
 
@@ -67,7 +67,7 @@ def per_digit_step(ctx: StepContext, real: torch.Tensor, labels: torch.Tensor) -
     """`standard_step` on ``[K, B, ...]`` class blocks, minimising the sum of the K per-class losses.
 
     The nets are called through ``forward`` only: ``G(z[K, B, Z])`` and
-    ``D(images[K, B, 1, S, S], dropout_gens=...)`` (`gankit.training.stacked`).
+    ``D(images[K, B, 1, S, S], dropout_gens=...)`` (`gankit.training.nets.stacked`).
     """
     spec = ctx.spec
     classes = tuple(spec.classes)
@@ -113,7 +113,7 @@ def per_digit_step(ctx: StepContext, real: torch.Tensor, labels: torch.Tensor) -
 
 
 def class_nets(nets: Nets, spec: NetSpec, digit: int) -> Nets:
-    """One digit's GAN as the standard gankit nets (`gankit.training.nets`), weights copied out."""
+    """One digit's GAN as the standard gankit nets (`gankit.training.nets.builtin`), weights copied out."""
     if digit not in spec.classes:
         raise ValueError(f"digit {digit} is not one of this model's classes {list(spec.classes)}")
     k = spec.classes.index(digit)

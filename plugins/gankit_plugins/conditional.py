@@ -4,7 +4,7 @@ Heavy tier when built or trained (torch); importing this module is light (the to
 half is `gankit_plugins._conditional`).
 
 The generator always gets a learned label embedding concatenated to z (the ``cond_dim``
-hook of `gankit.training.nets`). How the discriminator uses the label is the option
+hook of `gankit.training.nets.builtin`). How the discriminator uses the label is the option
 ``d_cond`` (``--option d_cond=...``):
 
 ``projection`` (the default)
@@ -37,38 +37,33 @@ Other options: ``embed_dim`` (size of the label embedding given to G, and to D f
 
 from __future__ import annotations
 
-import math
-from typing import Any, Mapping
+from typing import Any
 
-from gankit.plugin_api import GanPlugin, NetSpec, Nets, StepContext
+from gankit.plugin_api import GanPlugin, NetSpec, Nets, Option, StepContext
 
-__all__ = ["plugin", "build", "conditional_step", "D_CONDS", "DEFAULT_OPTIONS"]
+__all__ = ["plugin", "build", "conditional_step", "D_CONDS", "DEFAULT_OPTIONS", "OPTIONS"]
+
+# Far above any useful embedding; keeps a typo from allocating gigabytes.
+MAX_EMBED_DIM = 4096
 
 D_CONDS = ("projection", "concat", "acgan")
-DEFAULT_OPTIONS: dict[str, Any] = {"d_cond": "projection", "embed_dim": 32, "ac_weight": 1.0, "ac_fake": False}
-
-
-def validate_options(options: Mapping[str, Any]) -> None:
-    """Reject option values that cannot work (gankit reports them as usage errors, exit 2)."""
-    if options["d_cond"] not in D_CONDS:
-        raise ValueError(f"option d_cond must be one of {', '.join(D_CONDS)}, got {options['d_cond']!r}")
-    dim = options["embed_dim"]
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"option embed_dim must be a positive integer, got {dim!r}")
-    w = options["ac_weight"]
-    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-        raise ValueError(f"option ac_weight must be a non-negative number, got {w!r}")
-    if not isinstance(options["ac_fake"], bool):
-        raise ValueError(f"option ac_fake must be true or false, got {options['ac_fake']!r}")
+# Typed options (plugin API 2): gankit checks --option values and config files against
+# them, and shows them in `gankit plugins show conditional` and `gankit train --help`.
+OPTIONS: dict[str, Option] = {
+    "d_cond": Option(str, "projection", "How D uses the label: projection, concat or acgan.", choices=D_CONDS),
+    "embed_dim": Option(int, 32, "Size of the label embedding given to G (and to D for concat).",
+                        ge=1, le=MAX_EMBED_DIM),
+    "ac_weight": Option(float, 1.0, "acgan: weight of the class cross-entropy terms.", ge=0),
+    "ac_fake": Option(bool, False, "acgan: also train D's class head on fakes (as the AC-GAN paper does)."),
+}
+DEFAULT_OPTIONS: dict[str, Any] = {name: opt.default for name, opt in OPTIONS.items()}
 
 
 def build(spec: NetSpec) -> Nets:
     """gankit's MLP or DCGAN nets with label conditioning per ``spec.options``."""
     from gankit_plugins import _conditional
 
-    options = {**DEFAULT_OPTIONS, **spec.options}
-    validate_options(options)
-    return _conditional.build(spec, options)
+    return _conditional.build(spec, {**DEFAULT_OPTIONS, **spec.options})
 
 
 def conditional_step(ctx: StepContext, real, labels) -> dict[str, Any]:
@@ -80,7 +75,7 @@ def conditional_step(ctx: StepContext, real, labels) -> dict[str, Any]:
 
 plugin = GanPlugin(
     name="conditional",
-    api_version=1,
+    api_version=2,
     description="One GAN conditioned on the digit: label embedding beside z; D by projection "
                 "(default), concatenation or an auxiliary classifier (--option d_cond=...).",
     build=build,
@@ -90,6 +85,5 @@ plugin = GanPlugin(
     # Measured in bench/compare_conditional.py: with these, the MLP nets pass 95% digit
     # accuracy in 2-3 minutes of 2-core CPU training (bench/time_to_quality.py).
     train_defaults={"batch_size": 64, "beta1": 0.5, "ema": 0.999},
-    default_options=DEFAULT_OPTIONS,
-    validate_options=validate_options,
+    options=OPTIONS,
 )

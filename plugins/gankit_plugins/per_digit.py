@@ -4,7 +4,7 @@ Heavy tier when built or trained (torch); importing this module is light.
 
 ``gankit train --plugin per-digit --digits 3,8`` trains two GANs, one that only ever sees
 3s and one that only sees 8s. Rather than looping over ten small nets, the K nets are
-stacked (`gankit.training.stacked`): MLP layers are ``[K, in, out]`` weights run with
+stacked (`gankit.training.nets.stacked`): MLP layers are ``[K, in, out]`` weights run with
 ``torch.baddbmm``, DCGAN layers are grouped convolutions (``groups=K``). Each training
 batch holds ``batch_size`` images of every trained digit in class order (batch layout
 "per-class"), which reshapes for free into the ``[K, B, ...]`` blocks those ops take.
@@ -28,7 +28,7 @@ Why the K GANs stay exactly independent (tests/test_per_digit.py checks each poi
 The step reports ``d_loss`` / ``g_loss`` as the mean over the K GANs (one GAN's scale,
 comparable with the other plugins) plus ``d_loss_<digit>`` / ``g_loss_<digit>`` for each
 digit, which the trainer draws into ``loss_curve_per_class.png``. The step is
-`gankit.training.step.standard_step` itself, given the blocks' forward calls and a sum
+`gankit.training.standard_step` itself, given the blocks' forward calls and a sum
 over classes; it calls the nets through ``forward`` only, on ``[K, B, ...]`` blocks. The
 generator's ``forward(z, labels)`` takes any mix of labels by grouping the batch by
 label, and exports to ONNX as it is. `class_nets` turns one digit's slice back into the
@@ -61,7 +61,7 @@ def per_digit_step(ctx: StepContext, real, labels) -> dict[str, Any]:
 
 
 def class_nets(nets: Nets, spec: NetSpec, digit: int) -> Nets:
-    """One digit's GAN as the standard gankit nets (`gankit.training.nets`), weights copied out.
+    """One digit's GAN as the standard gankit nets (`gankit.training.nets.builtin`), weights copied out.
 
     ``nets`` is what `build` returned (trained or not) for ``spec``.
     """
@@ -72,7 +72,7 @@ def class_nets(nets: Nets, spec: NetSpec, digit: int) -> Nets:
 
 plugin = GanPlugin(
     name="per-digit",
-    api_version=1,
+    api_version=2,
     description="One independent GAN per digit (MLP or DCGAN), all trained at once with stacked "
                 "weights (batched matmuls / grouped convolutions).",
     build=build,
@@ -86,6 +86,9 @@ plugin = GanPlugin(
     # showed accuracy dipping below 95% around 8,000-9,000 steps and then climbing to 98.3%
     # with FD 5.05 at 18,000 (95.5% and FD 9.8 at 6,300), 6.1 minutes in bf16 on a 2-core
     # Zen 4 and about 8 in fp32.
+    # lr 4e-4 for both nets (bench/results/time_to_quality_defaults.md: at equal steps, the
+    # same accuracy with a lower FD than 2e-4, and digits readable within a few hundred
+    # steps); the EMA warms up (--ema-warmup, on by default) so a short run exports them.
     train_defaults={"g_hidden": (128, 256), "d_hidden": (256, 128), "batch_size": 32, "beta1": 0.5,
-                    "ema": 0.999, "steps": 18000},
+                    "lr_g": 4e-4, "lr_d": 4e-4, "ema": 0.999, "steps": 18000},
 )

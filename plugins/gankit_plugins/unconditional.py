@@ -9,14 +9,14 @@ from gankit.plugin_api import GanPlugin, NetSpec, Nets
 
 
 def build(spec: NetSpec) -> Nets:
-    from gankit.training.nets import build_nets
+    from gankit.training import build_nets
 
     return build_nets(spec)
 
 
 plugin = GanPlugin(
     name="unconditional",
-    api_version=1,
+    api_version=2,
     description="One GAN over all training images; labels are ignored (MLP or DCGAN nets).",
     build=build,
     label_mode="none",

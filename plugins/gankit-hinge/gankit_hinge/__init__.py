@@ -6,7 +6,7 @@ minimises ``-mean(D(G(z)))``. The discriminator stops being pushed on samples it
 already classifies beyond the margin, which tends to keep its scores bounded.
 
 An example third-party plugin: it uses only the public API (`gankit.plugin_api`,
-`gankit.training.nets`, `gankit.training.step`). Importing this module is light
+`gankit.training`). Importing this module is light
 (no torch), so `gankit plugins` can list it without the training tier; torch is
 imported only when the nets are built or trained.
 """
@@ -14,28 +14,20 @@ imported only when the nets are built or trained.
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any, Mapping
 
-from gankit.plugin_api import GanPlugin, NetSpec, Nets, StepContext
+from gankit.plugin_api import GanPlugin, NetSpec, Nets, Option, StepContext
 
 __version__ = "0.1.0"
-__all__ = ["plugin", "build", "hinge_step", "hinge_d_loss", "hinge_g_loss"]
+__all__ = ["plugin", "build", "hinge_step", "hinge_d_loss", "hinge_g_loss", "OPTIONS"]
 
-DEFAULT_OPTIONS = {"margin": 1.0}
-
-
-def validate_options(options: Mapping[str, Any]) -> None:
-    """Reject a margin that is not a positive finite number (gankit reports it as a usage error)."""
-    margin = options["margin"]
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) \
-            or not math.isfinite(margin) or margin <= 0:
-        raise ValueError(f"option margin must be a positive number, got {margin!r}")
+# Typed options (plugin API 2): gankit refuses `--option margin=-1` or `margin = "wide"`
+# in a config file with a usage error naming the option, before anything is built.
+OPTIONS = {"margin": Option(float, 1.0, "The hinge margin m: D is pushed on scores inside it.", gt=0)}
 
 
 def build(spec: NetSpec) -> Nets:
     """The built-in MLP or DCGAN pair: the hinge loss changes training, not the nets."""
-    from gankit.training.nets import build_nets
+    from gankit.training import build_nets
 
     return build_nets(spec)
 
@@ -61,9 +53,9 @@ def hinge_step(ctx: StepContext, real, labels) -> dict:
     mixed precision, and keeps doing so as gankit improves it. The run's --loss
     option does not apply, which the plugin declares with ``uses_loss=False``.
     """
-    from gankit.training.step import standard_step
+    from gankit.training import standard_step
 
-    margin = float(ctx.spec.options.get("margin", DEFAULT_OPTIONS["margin"]))
+    margin = ctx.spec.options["margin"]  # a float > 0: gankit checked it against OPTIONS
     hinge_ctx = dataclasses.replace(
         ctx,
         d_loss_fn=lambda real_scores, fake_scores: hinge_d_loss(real_scores, fake_scores, margin),
@@ -80,10 +72,9 @@ plugin = GanPlugin(
     batch_layout="shuffled",
     # The contract version this code was written against, as a literal: using
     # gankit.plugin_api.GANKIT_PLUGIN_API here would claim every future version too.
-    api_version=1,
+    api_version=2,
     train_step=hinge_step,
-    default_options=DEFAULT_OPTIONS,
-    validate_options=validate_options,
+    options=OPTIONS,
     supported_archs=("mlp", "dcgan"),
     # hinge_step brings its own loss, so --loss does not apply (gankit warns when given).
     uses_loss=False,

@@ -2,8 +2,9 @@
 
 import pytest
 
+from gankit.plugin_api import resolve_options
 from gankit.testing import check_plugin
-from gankit_hinge import hinge_d_loss, hinge_g_loss, plugin, validate_options
+from gankit_hinge import hinge_d_loss, hinge_g_loss, plugin
 
 
 def test_conforms_to_the_gankit_plugin_contract():
@@ -23,5 +24,10 @@ def test_hinge_losses():
 
 @pytest.mark.parametrize("margin", [0, -1, "wide", float("nan"), True])
 def test_bad_margin_is_refused(margin):
-    with pytest.raises(ValueError, match="margin"):
-        validate_options({"margin": margin})
+    # The typed option schema (plugin API 2) is what gankit checks --option values against.
+    with pytest.raises(ValueError, match="option margin must be a positive number"):
+        resolve_options(plugin, {"margin": margin})
+
+
+def test_an_integer_margin_arrives_as_a_float():
+    assert resolve_options(plugin, {"margin": 2}) == {"margin": 2.0}
