@@ -50,7 +50,7 @@ READY = re.compile(r"gankit serve: ready on (http://127\.0\.0\.1:\d+)")
 MODES = {
     "batch": "micro-batching (--max-batch 64, --max-wait-ms 0)",
     "nobatch": "batching off (--max-batch 1)",
-    "naive": "naive: one onnxruntime call per request in a thread pool (anyio's 40 threads)",
+    "naive": "one onnxruntime call per request in a thread pool (anyio's 40 threads): the naive server",
 }
 MAX_SOAK_S = 3600
 
@@ -73,7 +73,7 @@ def load_average() -> list[float]:
 # -- servers ---------------------------------------------------------------------------------
 
 class Server:
-    def __init__(self, mode: str, model: str, threads: int | None):
+    def __init__(self, mode: str, model: str, threads: int | None, extra: list[str] = ()):
         self.mode = mode
         if mode == "naive":
             cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-naive", model]
@@ -81,6 +81,8 @@ class Server:
             cmd = common.cli("serve", model, "--port", "0", *(["--max-batch", "1"] if mode == "nobatch" else []))
         if threads:
             cmd += ["--threads", str(threads)]
+        if mode != "naive":
+            cmd += list(extra)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
         found: list[str] = []
         ready = threading.Event()
@@ -99,6 +101,11 @@ class Server:
             self.proc.kill()
             raise SystemExit(f"the {mode} server did not start")
         self.url = found[0]
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system, all threads) the server process has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -160,9 +167,14 @@ class Client:
         return response.status_code, len(response.content)
 
 
-async def drive(url: str, kind: str, concurrency: int, n: int, max_requests: int, max_seconds: float,
+async def drive(server: Server, kind: str, concurrency: int, n: int, max_requests: int, max_seconds: float,
                 warmup_s: float = 0.5) -> dict:
-    """Keep `concurrency` requests in flight until `max_requests` or `max_seconds`; latencies in ms."""
+    """Keep `concurrency` requests in flight until `max_requests` or `max_seconds`; latencies in ms.
+
+    Besides wall-clock rates, the CPU time the server and this client spent per request:
+    unlike requests/s, that does not depend on how much of the CPU other programs take.
+    """
+    url = server.url
     latencies: list[float] = []
     errors = 0
     async with Client(kind, concurrency) as client:
@@ -188,9 +200,10 @@ async def drive(url: str, kind: str, concurrency: int, n: int, max_requests: int
                         if status != 200 or size == 0:
                             errors += 1
 
-            started = time.perf_counter()
+            started, server_cpu, client_cpu = time.perf_counter(), server.cpu_s(), time.process_time()
             await asyncio.gather(*(worker(w) for w in range(concurrency)))
             elapsed = time.perf_counter() - started
+            server_cpu, client_cpu = server.cpu_s() - server_cpu, time.process_time() - client_cpu
     latencies.sort()
     done = len(latencies)
 
@@ -201,6 +214,8 @@ async def drive(url: str, kind: str, concurrency: int, n: int, max_requests: int
             "requests_per_s": round(done / elapsed, 1), "images_per_s": round(done * n / elapsed, 1),
             "p50_ms": pct(0.50), "p99_ms": pct(0.99),
             "mean_ms": round(statistics.fmean(latencies), 2) if done else None,
+            "server_cpu_ms_per_request": round(1000 * server_cpu / done, 3) if done else None,
+            "client_cpu_ms_per_request": round(1000 * client_cpu / done, 3) if done else None,
             "errors": errors}
 
 
@@ -249,36 +264,42 @@ async def soak(server: Server, kind: str, concurrency: int, seconds: float, samp
 # -- report ------------------------------------------------------------------------------------
 
 def table(rows: list[dict]) -> str:
-    lines = ["| server | concurrency | n | requests/s | images/s | p50 ms | p99 ms | errors |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| model | server | concurrency | n | requests/s | images/s | p50 ms | p99 ms | server CPU ms/request "
+             "| errors |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        lines.append(f"| {r['mode']} | {r['concurrency']} | {r['n']} | {r['requests_per_s']:.1f} | "
-                     f"{r['images_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |")
+        lines.append(f"| {r['model']} | {r['mode']} | {r['concurrency']} | {r['n']} | {r['requests_per_s']:.1f} | "
+                     f"{r['images_per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+                     f"{r['server_cpu_ms_per_request']:.2f} | {r['errors']} |")
     return "\n".join(lines)
 
 
 def ratios(rows: list[dict]) -> list[dict]:
     out = []
-    by = {(r["mode"], r["concurrency"], r["n"]): r for r in rows}
-    for (mode, c, n), r in by.items():
+    by = {(r["model"], r["mode"], r["concurrency"], r["n"]): r for r in rows}
+    for (model, mode, c, n), r in by.items():
         if mode != "batch":
             continue
         for other in ("naive", "nobatch"):
-            if (other, c, n) in by and by[(other, c, n)]["requests_per_s"]:
-                out.append({"concurrency": c, "n": n, "vs": other,
-                            "ratio": round(r["requests_per_s"] / by[(other, c, n)]["requests_per_s"], 2)})
+            base = by.get((model, other, c, n))
+            if base and base["requests_per_s"]:
+                out.append({"model": model, "concurrency": c, "n": n, "vs": other,
+                            "ratio": round(r["requests_per_s"] / base["requests_per_s"], 2),
+                            "cpu_ratio": round(base["server_cpu_ms_per_request"] / r["server_cpu_ms_per_request"], 2),
+                            "p99_ms": r["p99_ms"], "p99_ms_other": base["p99_ms"]})
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=None, help="model to serve (default: the shipped conditional model)")
+    parser.add_argument("--model", action="append", default=None,
+                        help="model to serve, repeatable: one table each (default: the shipped conditional model)")
     parser.add_argument("--modes", default="batch,nobatch,naive")
     parser.add_argument("--concurrency", default="1,8,64")
     parser.add_argument("--n", default="1,16")
     parser.add_argument("--requests", type=int, default=4000, help="most requests per measurement")
     parser.add_argument("--seconds", type=float, default=8.0, help="most seconds per measurement")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: the server's)")
+    parser.add_argument("--serve-args", default="", help="more options for gankit serve (batch and nobatch)")
     parser.add_argument("--client", choices=("auto", "aiohttp", "httpx"), default="auto")
     parser.add_argument("--soak-seconds", type=float, default=0.0,
                         help=f"soak the batching server (at most {MAX_SOAK_S})")
@@ -291,7 +312,7 @@ def main() -> None:
 
     from gankit.runtime import shipped_model_path
 
-    model = str(Path(args.model).resolve() if args.model else shipped_model_path())
+    models = [str(Path(m).resolve()) for m in args.model] if args.model else [str(shipped_model_path())]
     kind = args.client
     if kind == "auto":
         try:
@@ -304,28 +325,32 @@ def main() -> None:
         raise SystemExit(f"--soak-seconds must be from 0 to {MAX_SOAK_S}")
     levels = [int(c) for c in args.concurrency.split(",")]
     sizes = [int(n) for n in args.n.split(",")]
+    names = [Path(m).stem for m in models]
     info = {**common.machine_info(), "cpu": lscpu_model(), "load_average_before": load_average(),
-            "client": kind, "model": Path(model).name}
+            "client": kind, "models": names}
     print(f"# {info['cpu']}, {info['cpus']} CPUs, load average {info['load_average_before']}; client {kind}; "
-          f"model {info['model']}", flush=True)
+          f"models {', '.join(names)}", flush=True)
 
     rows = []
-    for mode in args.modes.split(","):
-        server = Server(mode, model, args.threads)
-        try:
-            for n in sizes:
-                for c in levels:
-                    row = {"mode": mode, **asyncio.run(drive(server.url, kind, c, n, args.requests, args.seconds))}
-                    rows.append(row)
-                    print(f"{mode:8s} c={c:<3d} n={n:<3d} {row['requests_per_s']:8.1f} req/s "
-                          f"{row['images_per_s']:8.0f} img/s  p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms"
-                          f"  errors {row['errors']}", flush=True)
-        finally:
-            server.stop()
+    for model, name in zip(models, names):
+        for mode in args.modes.split(","):
+            server = Server(mode, model, args.threads, args.serve_args.split())
+            try:
+                for n in sizes:
+                    for c in levels:
+                        row = {"model": name, "mode": mode,
+                               **asyncio.run(drive(server, kind, c, n, args.requests, args.seconds))}
+                        rows.append(row)
+                        print(f"{name} {mode:8s} c={c:<3d} n={n:<3d} {row['requests_per_s']:8.1f} req/s "
+                              f"{row['images_per_s']:8.0f} img/s  p50 {row['p50_ms']:7.1f} ms  "
+                              f"p99 {row['p99_ms']:7.1f} ms  server CPU {row['server_cpu_ms_per_request']:6.2f} ms/req"
+                              f"  errors {row['errors']}", flush=True)
+            finally:
+                server.stop()
 
     soak_result = None
     if args.soak_seconds > 0:
-        server = Server("batch", model, args.threads)
+        server = Server("batch", models[0], args.threads, args.serve_args.split())
         try:
             soak_result = asyncio.run(soak(server, kind, args.soak_concurrency, args.soak_seconds))
         finally:
@@ -339,21 +364,24 @@ def main() -> None:
     cmp = ratios(rows)
     print("\n" + table(rows))
     for r in cmp:
-        print(f"batch / {r['vs']}: {r['ratio']}x at concurrency {r['concurrency']}, n={r['n']}")
+        print(f"{r['model']}: batch / {r['vs']}: {r['ratio']}x requests/s, {r['cpu_ratio']}x fewer server CPU "
+              f"ms per request, at concurrency {r['concurrency']}, n={r['n']} (p99 {r['p99_ms']} vs "
+              f"{r['p99_ms_other']} ms)")
     result = {"machine": info, "modes": MODES, "requests_cap": args.requests, "seconds_cap": args.seconds,
               "rows": rows, "ratios": cmp, "soak": soak_result}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    md = [f"# gankit serve under load ({info['model']})", "",
+    md = [f"# gankit serve under load ({', '.join(names)})", "",
           f"Machine: {info['cpu']}, {info['cpus']} CPUs; load average {info['load_average_before']} before, "
           f"{info['load_average_after']} after. Python {info['python']}, onnxruntime {info['onnxruntime']}. "
           f"Client: {kind}, on the same machine (it takes CPU from the server). Each cell: at most "
           f"{args.requests} requests and {args.seconds:g} s after a warm-up.", "",
           *[f"* `{k}`: {v}" for k, v in MODES.items()], "", table(rows), "",
-          *[f"* batch / {r['vs']}: {r['ratio']}x requests/s at concurrency {r['concurrency']}, n={r['n']}"
+          *[f"* {r['model']}, concurrency {r['concurrency']}, n={r['n']}: batch / {r['vs']} = {r['ratio']}x "
+            f"requests/s, {r['cpu_ratio']}x less server CPU per request (p99 {r['p99_ms']} vs {r['p99_ms_other']} ms)"
             for r in cmp]]
     if soak_result:
-        md += ["", f"Soak: {soak_result['seconds']} s at concurrency {soak_result['concurrency']} "
+        md += ["", f"Soak ({names[0]}, batching server): {soak_result['seconds']} s at concurrency {soak_result['concurrency']} "
                "(n 1/4/16, png/npy/json "
                f"mixed): {soak_result['requests']} requests, {soak_result['errors']} errors; server RSS "
                f"{soak_result['rss_mb_start']} MB at start, {soak_result['rss_mb_settled']} MB after warm-up, "

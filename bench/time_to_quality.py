@@ -42,7 +42,9 @@ stops that one earlier) to exactly N steps at every seed, keeping a checkpoint a
 (one evaluation seed for all, so runs differ only by their weights). Steps, not wall time,
 are the axis: on a shared machine a step's quality does not depend on the load, its
 duration does. ``--threads`` sets ``OMP_NUM_THREADS`` for the training processes (on a
-loaded machine one thread each avoids oversubscription). Each run's ``picked``
+loaded machine one thread each avoids oversubscription). With ``--work-dir``, each
+scored run is kept there, and a rerun of the same command skips it. ``--jobs N`` trains
+and scores N runs at once, for a machine with cores to spare. Each run's ``picked``
 checkpoint is the one the trainer's ``--eval-every`` would keep as ``best``: the highest
 `gankit.training.engine.evaluation.selection_score` (FD divided by accuracy), which sees
 diversity. Writes ``time_to_quality_defaults.json`` / ``.md`` (``--tag`` renames them):
@@ -397,21 +399,38 @@ def compare_at_equal_steps(args, plugin: str) -> int:
     record: dict = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                     "plugin": plugin, "seeds": seeds, "score_steps": score_steps, "machine": machine,
                     "load_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()), "candidates": {}}
+    def one_run(label: str, steps: int, train_args: list[str], seed: int) -> dict:
+        run = work / f"{label.replace(' ', '_').replace('/', '_').replace(',', '')}-s{seed}"
+        done = work / f"{run.name}.json"  # a finished, scored run: a rerun with --work-dir keeps it
+        key = {"train_args": train_args, "steps": steps, "score_steps": score_steps,
+               "eval_samples": args.eval_samples, "threads": args.threads}
+        previous = json.loads(done.read_text()) if done.is_file() else {}
+        if previous.get("key") == key:
+            print(f"[{label} seed {seed}] kept from {done}", flush=True)
+            return previous["info"]
+        info = train_to_steps(label, train_args, run, steps, seed, args.data,
+                              [k for k in score_steps if k <= steps], args.threads)
+        score_to_steps(label, run, info, score_steps, args.eval_samples)
+        done.write_text(json.dumps({"key": key, "info": info}, indent=1))
+        return info
+
+    plan = [(label, min(steps or args.steps, args.steps), [*train_args, *extra], seed)
+            for label, (steps, train_args) in candidates.items() for seed in seeds]
     try:
-        for label, (steps, train_args) in candidates.items():
-            steps = min(steps or args.steps, args.steps)
-            runs = []
-            for seed in seeds:
-                run = work / f"{label.replace(' ', '_').replace('/', '_')}-s{seed}"
-                info = train_to_steps(label, [*train_args, *extra], run, steps, seed, args.data,
-                                      [k for k in score_steps if k <= steps], args.threads)
-                score_to_steps(label, run, info, score_steps, args.eval_samples)
-                if info["last_grid"]:
+        # --jobs runs at once (threads only wait on subprocesses); results keep the plan's order.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            infos = list(pool.map(lambda job: one_run(*job), plan))
+        for (label, steps, train_args, _), info in zip(plan, infos):
+            cand = record["candidates"].setdefault(label, {"train_args": train_args, "steps": steps, "runs": []})
+            cand["runs"].append(info)
+            if info["last_grid"]:
+                run_name = f"{label.replace(' ', '_').replace('/', '_').replace(',', '')}-s{info['seed']}"
+                grid = work / run_name / "samples" / info["last_grid"]
+                if grid.is_file():
                     args.out.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(run / "samples" / info["last_grid"],
-                                    args.out / f"time_to_quality_{args.tag or 'defaults'}_{run.name}.png")
-                runs.append(info)
-            record["candidates"][label] = {"train_args": [*train_args, *extra], "steps": steps, "runs": runs}
+                    shutil.copyfile(grid, args.out / f"time_to_quality_{args.tag or 'defaults'}_{run_name}.png")
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -431,7 +450,7 @@ def compare_at_equal_steps(args, plugin: str) -> int:
               f"{record['load_at_start']} at the start, {record['load_at_end']} at the end; {wall / 60:.0f} minutes "
               f"of training in all), so compare quality at equal steps, not minutes.\n\n"
               f"CPU: {machine['cpu']}, {machine['cpus']} CPUs; torch {machine['torch']}, "
-              f"OMP_NUM_THREADS={args.threads or 'unset'}.\n\n")
+              f"OMP_NUM_THREADS={args.threads or 'unset'}; {max(1, args.jobs)} run(s) at once.\n\n")
     commands = "\n".join(f"- {label}: `{c['runs'][0]['command']}` (per seed: `--seed S`)"
                          for label, c in record["candidates"].items())
     (args.out / f"{name}.md").write_text(header + table + "\n\nCommands:\n\n" + commands + "\n")
@@ -472,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--score-steps", default=",".join(map(str, DEFAULT_SCORE_STEPS)),
                     help="with --steps: the steps whose checkpoints are scored (default %(default)s)")
     ap.add_argument("--threads", type=int, default=0, help="with --steps: OMP_NUM_THREADS for training (0: unset)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="with --steps: runs trained and scored at once (a machine with cores to spare)")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.plugins.split(",") if n.strip()]
     unknown = [n for n in names if n not in PLUGINS]

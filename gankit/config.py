@@ -36,6 +36,7 @@ OUTPUT_ACTIVATIONS = ("tanh", "sigmoid", "relu")
 INITS = ("default", "xavier", "he", "dcgan")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
+COMPILE_MODES = ("off", "auto", "default", "reduce-overhead")
 IMAGE_SIZES = (28, 32)
 
 # Far above any digit GAN, far below what makes the allocator fail with a traceback.
@@ -186,6 +187,9 @@ class TrainConfig:
     device: str = setting("auto", "Training device.", choices=DEVICES)
     precision: str = setting("auto", "auto (bf16 autocast only where the device has native bf16 and a timed "
                              "trial step is faster; else fp32), fp32, or bf16.", choices=PRECISIONS)
+    compile: str = setting("auto", "torch.compile the nets the step calls: off, default, reduce-overhead (CUDA "
+                           "graphs on a GPU), or auto (what the bench measured fastest for the device; "
+                           "eager on a CPU). Falls back to eager where compiling fails.", choices=COMPILE_MODES)
     classes: tuple[int, ...] = setting(tuple(range(10)), "Train on these digits only, e.g. 3,8.",
                                        flag="--digits", parse=parse_digits)
     sample_every: int = setting(500, "Write a sample grid every K steps.", panel=OUT)

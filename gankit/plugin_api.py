@@ -557,6 +557,8 @@ def _train_defaults_problems(p: GanPlugin, archs_ok: bool) -> list[str]:
         return [f"train_defaults gives no value for {', '.join(none)}"]
     if not archs_ok:
         return []
+    if "arch" in td and td["arch"] not in p.supported_archs:
+        return [f"train_defaults sets arch {_show(td['arch'])}, which is not in supported_archs"]
     try:
         TrainConfig.make(**{"arch": p.supported_archs[0], **td}).validate()
     except Exception as exc:  # noqa: BLE001 - UsageError mostly; anything else is a bad value too

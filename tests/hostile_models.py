@@ -126,3 +126,55 @@ def write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+def endless_loop(model: onnx.ModelProto, trips: int = 10**15) -> bytes:
+    """A Loop whose trip count is ``trips`` (each trip adds 1 to a counter): the load-time run would never end."""
+    body = helper.make_graph(
+        [helper.make_node("Add", ["acc_in", "one_b"], ["acc_out"]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [1])],
+        [helper.make_tensor("one_b", TensorProto.FLOAT, [1], [1.0])])
+    nodes = [helper.make_node("Loop", ["trips", "keep_going", "acc0"], ["looped"], body=body)]
+    inits = [helper.make_tensor("trips", TensorProto.INT64, [], [trips]),
+             helper.make_tensor("keep_going", TensorProto.BOOL, [], [True]),
+             helper.make_tensor("acc0", TensorProto.FLOAT, [1], [0.0])]
+    return restamp(_add_to_image(model, nodes, "looped", inits))
+
+
+def slow_chain(model: onnx.ModelProto, floats: int = 4_000_000, links: int = 400) -> bytes:
+    """No control flow, but ``links`` element-wise nodes over ``floats`` numbers: a run of seconds."""
+    nodes = [helper.make_node("ConstantOfShape", ["count"], ["v0"],
+                              value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]))]
+    for i in range(links):
+        nodes.append(helper.make_node("Sqrt" if i % 2 else "Exp", [f"v{i}"], [f"v{i + 1}"]))
+    inits = [helper.make_tensor("count", TensorProto.INT64, [1], [floats])]
+    return restamp(_add_to_image(model, nodes, f"v{links}", inits))
+
+
+def external_flag_only(model: onnx.ModelProto, *, location: bool, entries: bool) -> bytes:
+    """The largest initializer marked external by ``data_location`` (``location``) and/or an
+    ``external_data`` entry (``entries``), its bytes still inline: refused either way."""
+    tensor = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    if location:
+        tensor.data_location = TensorProto.EXTERNAL
+    if entries:
+        entry = tensor.external_data.add()
+        entry.key, entry.value = "checksum", "0"
+    return restamp(model)
+
+
+def one_long_node(model: onnx.ModelProto, side: int = 8192) -> bytes:
+    """One MatMul of two ``side`` x ``side`` constants made at run time: a single kernel of
+    ``2 * side**3`` flops (a minute or more on two cores), which no terminate flag interrupts."""
+    fill = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+    nodes = [helper.make_node("ConstantOfShape", ["square"], ["a"], value=fill),
+             helper.make_node("ConstantOfShape", ["square"], ["b"], value=fill),
+             helper.make_node("MatMul", ["a", "b"], ["product"])]
+    inits = [helper.make_tensor("square", TensorProto.INT64, [2], [side, side])]
+    return restamp(_add_to_image(model, nodes, "product", inits))

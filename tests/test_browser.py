@@ -133,7 +133,8 @@ def test_served_page_draws_what_python_draws(browser, tmp_path):
         picture = np.asarray(Image.open(png).convert("L"))
         assert np.array_equal(picture[::4, ::4], expected) and picture.shape == (4 * expected.shape[0],
                                                                                  4 * expected.shape[1])
-        assert browser.get_log("browser") == [] or all(e["level"] != "SEVERE" for e in browser.get_log("browser"))
+        severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not severe, severe
     finally:
         assert server.stop() == 0
 
@@ -190,6 +191,8 @@ def test_static_export_runs_the_model_in_the_browser(browser, tmp_path):
         assert page.shape == expected.shape
         assert int(np.abs(page.astype(int) - expected.astype(int)).max()) <= 1
         browser.save_screenshot(str(tmp_path / "static-export.png"))
+        severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert not severe, severe
     finally:
         server.terminate()
         server.wait(10)

@@ -7,6 +7,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ def models():
 
 def test_config_refuses_impossible_settings():
     ServeConfig().check()
-    for bad in ({"port": 70000}, {"max_batch": 0}, {"max_wait_ms": -1}, {"max_n": 0}, {"queue": 0},
+    for bad in ({"port": 70000}, {"max_batch": 0}, {"workers": 0}, {"max_wait_ms": -1}, {"max_n": 0}, {"queue": 0},
                 {"api_key": "short"}, {"api_key": " spaced-key "}, {"cors_origins": ("example.org",)},
                 {"threads": 0}, {"host": " "}):
         with pytest.raises(UsageError):
@@ -210,7 +211,7 @@ def test_missing_serve_extra_says_how_to_install_it(monkeypatch):
     from gankit.serve import extra
 
     monkeypatch.setattr(extra, "missing_serve_modules", lambda: ["starlette"])
-    with pytest.raises(MissingDependencyError, match=r"pip install 'gankit\[serve\]'"):
+    with pytest.raises(MissingDependencyError, match=r"needs the serve extra .*pip install .*\[serve\]"):
         extra.require_serve_extra()
 
 
@@ -224,3 +225,62 @@ def test_serve_help_lists_every_option():
     top = subprocess.run([sys.executable, "-m", "gankit.cli", "--help"], capture_output=True, text=True, timeout=120,
                          env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"})
     assert "serve" in top.stdout and "web-export" in top.stdout
+
+
+def test_no_model_given_serves_the_shipped_one():
+    assert list(load_models([])) == ["conditional"]
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_a_failing_model_is_500_and_a_stuck_one_504():
+    from starlette.testclient import TestClient
+
+    from gankit.errors import ModelFileError
+    from gankit.serve.app import create_app
+
+    served = load_models([MODELS["per-digit"]])
+    gen = served["per-digit"].generator
+    real = gen.generate_float
+    with TestClient(create_app(served, ServeConfig(request_timeout_s=0.3))) as client:
+        gen.generate_float = lambda z, labels: np.full((len(z), 1, 28, 28), np.nan, np.float32)
+        nan = client.get("/v1/generate?digit=1&n=2")
+        assert nan.status_code == 500 and "non-finite" in nan.json()["error"]
+
+        def broken(z, labels):
+            raise ModelFileError("per-digit.onnx: the model fails when run on a batch of 2")
+
+        gen.generate_float = broken
+        failed = client.get("/v1/generate?digit=1&n=2")
+        assert failed.status_code == 500 and "fails when run" in failed.json()["error"]
+
+        def slow(z, labels):
+            time.sleep(1.0)
+            return real(z, labels)
+
+        gen.generate_float = slow
+        stuck = client.get("/v1/generate?digit=1&n=2")
+        assert stuck.status_code == 504 and "within 0.3 s" in stuck.json()["error"]
+        gen.generate_float = real
+        time.sleep(1.0)  # the worker thread finishes the stuck run, then serves again
+        assert client.get("/v1/generate?digit=1&n=2").status_code == 200
+
+
+def test_two_workers_run_batches_side_by_side_and_each_caller_gets_its_own(models):
+    model = models["per-digit"]
+    gen = model.generator
+    runs: list[tuple[int, int]] = []
+
+    async def go():
+        batcher = MicroBatcher(model, max_batch=4, max_wait_ms=0, queue_limit=100, workers=2,
+                               on_batch=lambda rows, jobs, s: runs.append((rows, jobs)))
+        batcher.start()
+        asks = [(d % 10, 1 + d % 3, 100 + d) for d in range(24)]
+        results = await asyncio.gather(*(batcher.images(gen.labels_for(d, n), s) for d, n, s in asks))
+        await batcher.stop()
+        return asks, results
+
+    asks, results = asyncio.run(go())
+    for (d, n, s), images in zip(asks, results):
+        assert np.array_equal(images, gen.generate(d, n=n, seed=s))
+    assert sum(rows for rows, _ in runs) == sum(n for _, n, _ in asks)
+    assert all(rows <= 4 for rows, _ in runs) and len(runs) < len(asks)

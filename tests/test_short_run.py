@@ -103,7 +103,7 @@ def test_generate_given_a_run_folder_prints_the_export_command_that_works(stoppe
     assert not (root / "x.png").exists()
     # The command it gives works as printed, and generate then takes its output.
     run_cli(*shlex.split(command)[1:], cwd=root, check=True)
-    run_cli("generate", "--model", "exports/brief.onnx", "-d", 3, "-n", 2, "-o", "x.png", cwd=root, check=True)
+    run_cli("generate", "--model", "exports/brief.onnx", "-n", 2, "-o", "x.png", cwd=root, check=True)
     assert (root / "x.png").stat().st_size > 0
 
     checkpoint = sorted((root / run / "checkpoints").glob("step-*"))[-1].relative_to(root)

@@ -52,6 +52,8 @@ def _get_app():
         return _app
     import typer
 
+    from gankit.cli import helpstyle
+
     class _LazyApp(typer.Typer):
         """A Typer app that imports and registers command modules when it is called."""
 
@@ -66,11 +68,16 @@ def _get_app():
             self.registered_groups.clear()
             for name in names:
                 importlib.import_module(f"gankit.cli.{COMMANDS[name]}").register(self)
+            helpstyle.style_app(self)  # conventional --help: DIGIT, PATH, N, no <bool> tags
             self._loaded = tuple(names)
 
         def __call__(self, *args, **kwargs):
             argv = kwargs.get("args")
-            self.load(_wanted(list(argv) if argv is not None else sys.argv[1:]))
+            argv = list(argv) if argv is not None else sys.argv[1:]
+            completion = helpstyle.completion_request(argv)
+            if completion is not None:  # `--show-completion zsh`: the named shell, not the detected one
+                return helpstyle.run_completion(*completion)
+            self.load(_wanted(argv))
             return super().__call__(*args, **kwargs)
 
     _app = _LazyApp(

@@ -30,6 +30,9 @@ def serve(
         show_default=False)] = None,
     max_batch: Annotated[int, typer.Option(help="Most rows (images) in one onnxruntime run; 1 turns batching off.")]
     = cfg.DEFAULT_MAX_BATCH,
+    workers: Annotated[int, typer.Option(
+        help="Batches of one model that may run at once, each on its own thread (give each fewer --threads).")]
+    = 1,
     max_wait_ms: Annotated[float, typer.Option(
         help="How long the first request of a batch waits for others to join it.")] = cfg.DEFAULT_MAX_WAIT_MS,
     max_n: Annotated[int, typer.Option(help="Most images one request may ask for (n times the digits).")]
@@ -51,8 +54,8 @@ def serve(
 
     require_serve_extra("serve")
     config = cfg.ServeConfig(
-        host=host, port=port, threads=threads, max_batch=max_batch, max_wait_ms=max_wait_ms, max_n=max_n,
-        queue=queue, cors_origins=tuple(cors_origin or ()), api_key=api_key or None,
+        host=host, port=port, threads=threads, max_batch=max_batch, workers=workers, max_wait_ms=max_wait_ms,
+        max_n=max_n, queue=queue, cors_origins=tuple(cors_origin or ()), api_key=api_key or None,
         max_body_bytes=max_body_kib * 1024).check()
 
     from gankit.serve.models import load_models

@@ -209,7 +209,7 @@ def _shown(value: Any) -> str:
         return ",".join(map(str, value))
     if isinstance(value, dict):
         return " ".join(f"{k}={v}" for k, v in value.items()) or "none"
-    return "''" if value == "" else str(value)
+    return "none" if value == "" else str(value)  # an empty setting (no --preset) reads as none
 
 
 def _options_help(plugin: Any) -> list[str]:

@@ -152,10 +152,24 @@ def _named(ds: Dataset) -> Dataset:
 
 
 def load_dataset(spec: str, split: str = "train", *, allow_download: bool = True, progress: bool = True) -> Dataset:
-    """Load `spec`: a folder path, "mnist", "fashion-mnist" or "synthetic".
+    """Load a data set by the same names ``gankit train --data`` takes.
 
     A bare name that matches a known set wins over a same-named folder in the
     working directory; write ./mnist to mean the folder.
+
+    Args:
+        spec: a folder of IDX files, "mnist", "fashion-mnist" or "synthetic".
+        split: "train" or "test".
+        allow_download: whether a named set missing locally may be downloaded into the
+            user cache (sha256-checked).
+        progress: whether a download shows a progress bar.
+
+    Returns:
+        The images and labels, with where they came from (`Dataset.describe`).
+
+    Raises:
+        DataError: a folder or file is missing or corrupt, or a download failed.
+        UsageError: an empty spec or an unknown split.
     """
     _check_split(split)
     if not isinstance(spec, (str, os.PathLike)) or not str(spec).strip():

@@ -4,8 +4,9 @@ Light tier (numpy, onnxruntime; never torch, never onnx). `load_generator` check
 file before trusting it:
 
 1. it exists, is a regular file, and is at most `MAX_MODEL_BYTES`;
-2. a bounded scan of its protobuf structure (`MAX_RECORDS` fields at most) refuses
-   truncated and padded files before onnxruntime's parser would spend gigabytes on them;
+2. a bounded scan of its protobuf structure (`MAX_RECORDS` fields, `MAX_NODES` nodes at
+   most) refuses truncated and padded files before onnxruntime's parser would spend
+   gigabytes on them;
 3. any tensor stored as external data is refused (the contract is one self-contained
    file, so nothing outside it is ever opened), and so is any subgraph (a Loop, Scan or
    If), whose running time the file would decide: see `refuse_findings`;
@@ -18,7 +19,13 @@ file before trusting it:
    ``label int64[N]``, ``image float32[N, 1, 28, 28]``, with a dynamic N;
 7. ``gankit.weights_sha256`` matches the file (`model_sha256`), so a flipped bit is caught;
 8. a batch of two rows runs and gives the contract's output shape, within
-   `PROBE_SECONDS` (onnxruntime is told to stop then; see `_probe`).
+   `PROBE_SECONDS` (onnxruntime is told to stop then; see `_probe`). Steps 4 to 8 use a
+   session without graph optimisation: constant folding runs the graph's constant part
+   when a session is made, so a graph that makes a huge constant (a ConstantOfShape of a
+   size read from the file, then a long chain over it) would spend minutes there, out of
+   any budget. Only once the budgeted run has shown what the graph costs is the
+   optimised session, the one that generates, made: its folding stops at outputs of
+   `FOLD_MAX_BYTES`, and a graph whose two rows took over `FOLD_PROBE_SECONDS` gets none.
 
 Each failure is a `ModelFileError` naming the file and the problem, as does a failure of
 onnxruntime at run time.
@@ -43,8 +50,9 @@ import numpy as np
 from gankit.contract import (ADAPTER_KEY, IMAGE_SIZE, INPUT_LABEL, INPUT_Z, LABEL_MODES, MAX_CLASSES,  # noqa: F401
                              MAX_Z_DIM, OUTPUT_IMAGE, ModelCard, sample_latent)
 from gankit.errors import ModelFileError, UsageError
-from gankit.runtime.scan import _digest, _Malformed, _scan, refuse_findings
-from gankit.runtime.session import _check_providers, _describe, _ort_detail, _session_options, default_threads
+from gankit.runtime.scan import MAX_NODES, _digest, _Malformed, _scan, refuse_findings  # noqa: F401
+from gankit.runtime.session import (FOLD_MAX_BYTES, _check_providers, _describe, _ort_detail,  # noqa: F401
+                                    _session_options, default_threads)
 
 # A per-digit MLP generator with 10 nets is ~60 MB; anything far past that is not ours.
 MAX_MODEL_BYTES = 256 * 1024 * 1024
@@ -59,6 +67,9 @@ CHUNK = 1024
 # node that runs on, e.g. a MatMul sized to fill the arena) the load gives up on it.
 PROBE_SECONDS = 5.0
 PROBE_GRACE_SECONDS = 5.0
+# A graph whose two-row run took longer than this gets no constant folding: folding runs
+# its constant part again when the generating session is made, where nothing can stop it.
+FOLD_PROBE_SECONDS = 0.5
 # numpy seeds any non-negative int, torch only 64-bit ones: one range for both.
 MAX_SEED = 2**64 - 1
 SHIPPED_MODEL = "conditional.onnx"
@@ -133,10 +144,25 @@ def load_generator(path: str | os.PathLike | None = None, *, threads: int | None
                    providers: Sequence[str | tuple[str, dict]] | None = None) -> "OnnxGenerator":
     """Open and check an exported generator (default: the shipped conditional model).
 
-    ``threads``: onnxruntime intra-op threads (default `default_threads()`).
-    ``providers``: onnxruntime execution providers in order of preference, names or
-    ``(name, options)`` pairs, e.g. ``["CUDAExecutionProvider", "CPUExecutionProvider"]``
-    with onnxruntime-gpu installed (default: CPU only).
+    `gankit.load` calls this. The checks run in order, each failing with one message:
+    the file's size, a bounded scan of its structure (external data is refused), the
+    metadata contract, the weights sha256, the graph's inputs and outputs, then one probe
+    run under a time and memory budget.
+
+    Args:
+        path: an exported ``.onnx`` file (default: the shipped conditional model).
+        threads: onnxruntime intra-op threads (default `default_threads()`).
+        providers: onnxruntime execution providers in order of preference, names or
+            ``(name, options)`` pairs, e.g. ``["CUDAExecutionProvider", "CPUExecutionProvider"]``
+            with onnxruntime-gpu installed (default: CPU only).
+
+    Returns:
+        The checked generator.
+
+    Raises:
+        ModelFileError: the file is missing, unreadable, too large, corrupt, or breaks
+            the gankit model contract.
+        UsageError: ``threads`` or ``providers`` is not a valid value.
     """
     import onnxruntime as ort
 
@@ -170,25 +196,35 @@ def load_generator(path: str | os.PathLike | None = None, *, threads: int | None
         raise ModelFileError(f"{given}: not a valid ONNX file (no graph)")
     refuse_findings(given, scan)
 
-    try:
-        # onnxruntime gets the very bytes checked above, so the file cannot be swapped
-        # between the check and the load.
-        session = ort.InferenceSession(data, _session_options(threads or default_threads()), providers=providers)
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-        raise ModelFileError(f"{given}: onnxruntime {ort.__version__} cannot load it as an ONNX model "
-                             f"({_ort_detail(exc)})") from None
-    card = _check_card(given, _read_metadata(given, session))
-    _check_io(given, session, card)
+    threads = threads or default_threads()
+
+    def session_for(optimized: bool, fold: bool = True):
+        try:
+            # onnxruntime gets the very bytes checked above, so the file cannot be swapped
+            # between the check and the load.
+            options = _session_options(threads, optimized)
+            return ort.InferenceSession(data, options, providers=providers,
+                                        disabled_optimizers=[] if fold else ["ConstantFolding"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise ModelFileError(f"{given}: onnxruntime {ort.__version__} cannot load it as an ONNX model "
+                                 f"({_ort_detail(exc)})") from None
+
+    plain = session_for(optimized=False)  # no constant folding: nothing of the graph runs yet
+    card = _check_card(given, _read_metadata(given, plain))
+    _check_io(given, plain, card)
     if _digest(data, scan.spans) != card.weights_sha256:
         raise ModelFileError(f"{given}: its contents do not match the gankit.weights_sha256 in its metadata; "
                              "the file was damaged or altered after export")
-    gen = OnnxGenerator(given, card, session, size_bytes=len(data))
-    _probe(gen)
-    return gen
+    seconds = _probe(OnnxGenerator(given, card, plain, size_bytes=len(data)))
+    del plain
+    # Constant folding runs part of what the budgeted probe just ran, on outputs of at most
+    # FOLD_MAX_BYTES, for at most MAX_NODES nodes; a graph that was slow to run gets none.
+    session = session_for(optimized=True, fold=seconds <= FOLD_PROBE_SECONDS)
+    return OnnxGenerator(given, card, session, size_bytes=len(data))
 
 
-def _probe(gen: "OnnxGenerator") -> None:
-    """Run two rows now, within a time budget, so a graph that fails or runs on is refused here.
+def _probe(gen: "OnnxGenerator") -> float:
+    """Run two rows now, within a time budget, so a graph that fails or runs on is refused here; return its seconds.
 
     A graph can load and still fail when run (a reshape to the wrong size, an allocation
     of tens of GB, which the capped arena refuses). The run happens in a worker thread:
@@ -198,6 +234,7 @@ def _probe(gen: "OnnxGenerator") -> None:
     it never keeps the process alive).
     """
     import threading
+    import time
 
     import onnxruntime as ort
 
@@ -215,6 +252,7 @@ def _probe(gen: "OnnxGenerator") -> None:
             outcome.append(exc)
 
     worker = threading.Thread(target=work, name="gankit-load-probe", daemon=True)
+    started = time.perf_counter()
     worker.start()
     worker.join(PROBE_SECONDS)
     if worker.is_alive():
@@ -228,6 +266,7 @@ def _probe(gen: "OnnxGenerator") -> None:
             raise ModelFileError(f"{gen.path}: its load-time check (a batch of 2) ran for more than {PROBE_SECONDS:g} s "
                                  "and was stopped; not a gankit model")
         raise outcome[0]
+    return time.perf_counter() - started
 
 
 def check_seed(seed: Any) -> int | None:
@@ -272,7 +311,15 @@ class OnnxGenerator:
     # -- inputs -----------------------------------------------------------------------
 
     def check_digit(self, digit: Any) -> int:
-        """Return ``digit`` as an int, or raise UsageError if this model cannot draw it."""
+        """Return ``digit`` as an int.
+
+        Args:
+            digit: a class id, such as 7.
+
+        Raises:
+            UsageError: ``digit`` is not a whole number, or this model cannot draw it (an
+                unconditional model, or a digit it was not trained on).
+        """
         if isinstance(digit, (bool, np.bool_)) or not isinstance(digit, (int, np.integer)):
             raise UsageError(f"a digit must be a whole number, got {digit!r}")
         digit = int(digit)
@@ -287,7 +334,15 @@ class OnnxGenerator:
         return digit
 
     def labels_for(self, digit: int | Sequence[int] | None, n: int) -> np.ndarray:
-        """The int64 labels `generate` uses: see its docstring."""
+        """The int64 labels `generate` uses for ``digit`` and ``n``.
+
+        Args:
+            digit: one class id, a sequence of ids, or None, as in `generate`.
+            n: images per digit (or in all, for None).
+
+        Raises:
+            UsageError: ``n`` is not a positive whole number, or a digit cannot be drawn.
+        """
         if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
             raise UsageError(f"the number of images must be a positive whole number, got {n!r}")
         n = int(n)
@@ -308,7 +363,17 @@ class OnnxGenerator:
         return np.repeat(np.asarray(digits, dtype=np.int64), n)
 
     def sample_latent(self, n: int, seed: int | np.random.Generator | None = 0) -> np.ndarray:
-        """``n`` latent vectors float32 [n, Z] from the card's noise (uniform is on [-1, 1])."""
+        """``n`` latent vectors float32 [n, Z], drawn by the contract's one rule (`gankit.contract.sample_latent`).
+
+        Args:
+            n: how many vectors.
+            seed: a seed (0 to 2**64-1), a numpy ``Generator`` to draw from, or None for
+                fresh noise. The same seed gives the same vectors as `generate` draws.
+
+        Returns:
+            float32 ``[n, Z]``: standard normal, or uniform on [-1, 1], as the model's
+            ``gankit.noise`` metadata says.
+        """
         # The one sampling rule of the contract, shared with `gankit evaluate` and the trainer.
         return sample_latent(n, self.card.z_dim, self.card.noise, seed)
 
@@ -326,7 +391,21 @@ class OnnxGenerator:
         return out
 
     def generate_float(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """Raw generator output float32 [N, 1, 28, 28] for ``z[N, Z]`` and int ``labels[N]``."""
+        """Run the model on your own latents: the raw output, before it becomes pixels.
+
+        Batches over `CHUNK` rows run chunk by chunk.
+
+        Args:
+            z: float ``[N, Z]`` latents, N >= 1 (see `sample_latent`).
+            labels: integer ``[N]`` class ids (ignored by an unconditional model).
+
+        Returns:
+            float32 ``[N, 1, 28, 28]`` in the model's ``value_range``.
+
+        Raises:
+            UsageError: ``z`` or ``labels`` has the wrong shape or type.
+            ModelFileError: the model fails to run, or returns the wrong shape.
+        """
         z = np.ascontiguousarray(z, dtype=np.float32)
         labels = np.asarray(labels)
         if z.ndim != 2 or z.shape[1] != self.card.z_dim or z.shape[0] == 0:
@@ -341,12 +420,25 @@ class OnnxGenerator:
 
     def generate(self, digit: int | Sequence[int] | None = None, n: int = 16,
                  seed: int | None = 0) -> np.ndarray:
-        """Draw digits as uint8 images [count, 28, 28] (0 = black background).
+        """Draw digits as uint8 images ``[count, 28, 28]`` (0 = black background).
 
-        ``digit``: one class id (``n`` images of it), a sequence of ids (``n`` images of
-        each, in order), or None (``n`` images spread over the model's classes, cycling
-        through them; an unconditional model ignores labels). The same ``seed`` gives the
-        same pixels; ``seed=None`` draws fresh noise.
+        The same ``seed`` gives the same pixels as ``gankit generate --seed`` and
+        ``gankit serve`` for the same model, digits and ``n``.
+
+        Args:
+            digit: one class id (``n`` images of it), a sequence of ids (``n`` images of
+                each, in order), or None (``n`` images spread over the model's classes,
+                cycling through them; an unconditional model ignores labels).
+            n: images per digit asked for (in all, for None).
+            seed: 0 to 2**64-1; None draws fresh noise.
+
+        Returns:
+            uint8 ``[count, 28, 28]``, where count is ``n`` times the digits asked for.
+
+        Raises:
+            UsageError: a digit this model cannot draw, a bad ``n`` or seed, or more than
+                `MAX_IMAGES` images.
+            ModelFileError: the model fails to run or produces non-finite pixels.
         """
         from gankit.images import to_uint8
 

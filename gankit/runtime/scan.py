@@ -101,6 +101,10 @@ _GRAPH_FIELD = 7
 # The shipped per-digit model has ~6,600 records and the conditional one ~1,000; 100,000 is
 # 15 times the larger, and counting that many takes ~0.1 s (0.4 s on a busy 2-core machine).
 MAX_RECORDS = 100_000
+# Nodes in the graph and its functions together. The shipped per-digit model has 160;
+# every node is one more kernel to run, or to fold into a constant when a session is made
+# (see gankit.runtime.session), so the count bounds the work a file can ask for at load.
+MAX_NODES = 4096
 _MAX_DEPTH = 64
 
 
@@ -124,7 +128,7 @@ def _scan(data: bytes) -> Scan:
     spans: list[tuple[int, int]] = []
     has_graph = external = subgraph = False
     stack: list[tuple[str, int, int, int]] = []
-    count = 0
+    count = nodes = 0
     for field, wire, record, value, end in _records(data, 0, len(data)):
         count += 1
         if count > MAX_RECORDS:
@@ -154,6 +158,10 @@ def _scan(data: bytes) -> Scan:
                     external = True
             elif kind == "attribute" and field in _ATTRIBUTE_GRAPHS:
                 subgraph = True
+            elif _SCHEMA[kind].get(field) == "node":
+                nodes += 1
+                if nodes > MAX_NODES:
+                    raise _Malformed(f"more than {MAX_NODES:,} nodes; not a gankit model")
             child = children.get(field)
             if child is not None:
                 if wire != 2:

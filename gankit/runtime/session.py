@@ -15,6 +15,13 @@ from gankit.errors import UsageError
 # outputs). A CHUNK of the shipped conditional DCGAN needs ~60 MB; a hostile graph asking
 # for tens of GB gets an error from the capped arena instead of the machine's memory.
 ARENA_BYTES = 2 << 30
+# Constant folding (graph optimisation, when a session is made) runs the graph's constant
+# part; a file can make that part produce huge tensors (a ConstantOfShape of a size it
+# chooses, then a chain over it) and hold session creation for minutes, where no run
+# option can stop it. Folding stops at outputs of this size: the per-class weight slices
+# of the shipped per-digit model are 0.8 MB (folded, generating a batch of 1024 took the
+# same time as with no cap; with folding off it was ~1.6x slower).
+FOLD_MAX_BYTES = 1 << 20
 
 
 def default_threads() -> int:
@@ -26,7 +33,10 @@ def default_threads() -> int:
     return max(1, min(available, 8))
 
 
-def _session_options(threads: int):
+def _session_options(threads: int, optimized: bool = True, fold: bool = True):
+    """Session options for gankit's models; ``optimized=False`` turns graph optimisation off
+    (no constant folding: what the load check's first session needs, see `load_generator`),
+    ``fold=False`` only constant folding."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -41,7 +51,10 @@ def _session_options(threads: int):
     opts.inter_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    # Read by onnxruntime >= 1.27; older ones ignore it (and rely on `fold=False`, see load_generator).
+    opts.add_session_config_entry("optimization.constant_folding_max_output_size_in_bytes", str(FOLD_MAX_BYTES))
     # Failures come back as exceptions and are reported as one line; onnxruntime's own log
     # would print them a second time, with C++ source locations, and its warnings (unused
     # initializers) are not the user's business either.

@@ -92,7 +92,8 @@ class Api:
         for name, model in models.items():
             hook = metrics.batch_hook(name)
             if config.dispatch == "batch":
-                dispatcher = MicroBatcher(model, config.max_batch, config.max_wait_ms, config.queue, hook)
+                dispatcher = MicroBatcher(model, config.max_batch, config.max_wait_ms, config.queue, hook,
+                                          workers=config.workers)
             else:
                 dispatcher = PerRequestDispatcher(model, config.queue, hook)
             self.dispatchers[name] = dispatcher

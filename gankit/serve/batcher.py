@@ -2,8 +2,9 @@
 
 Light tier (numpy, onnxruntime through `gankit.runtime`). Each model has a `MicroBatcher`:
 an asyncio task that takes waiting requests ("jobs") in arrival order, up to
-``max_batch`` rows (images) in all, and runs them as one batch on the model's own worker
-thread, so the event loop never waits on onnxruntime. The first job of a batch waits at
+``max_batch`` rows (images) in all, and runs them as one batch on one of the model's own
+worker threads (``workers`` of them, each running one batch at a time), so the event loop
+never waits on onnxruntime. The first job of a batch waits at
 most ``max_wait_ms`` for others to join it; jobs that arrive while a batch runs are
 taken by the next batch at once. A job larger than ``max_batch`` runs alone (the
 runtime splits it into chunks).
@@ -137,15 +138,18 @@ class MicroBatcher(_Dispatcher):
     """Merge concurrent jobs for one model into runs of at most ``max_batch`` rows."""
 
     def __init__(self, model: ServedModel, max_batch: int, max_wait_ms: float, queue_limit: int,
-                 on_batch: BatchHook | None = None):
+                 on_batch: BatchHook | None = None, workers: int = 1):
         super().__init__(model, queue_limit, on_batch)
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
+        self.workers = workers
         self._pending: collections.deque[Job] = collections.deque()
         self._pending_rows = 0
         self._wakeup: asyncio.Event | None = None
+        self._slots: asyncio.Semaphore | None = None
         self._task: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"gankit-serve-{model.name}")
+        self._running: set[asyncio.Task] = set()
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix=f"gankit-serve-{model.name}")
 
     @property
     def depth(self) -> int:
@@ -153,6 +157,7 @@ class MicroBatcher(_Dispatcher):
 
     def start(self) -> None:
         self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.workers)
         self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.model.name}")
 
     async def warm_up(self) -> None:
@@ -170,6 +175,7 @@ class MicroBatcher(_Dispatcher):
         if self._task is not None:
             self._wakeup.set()
             await self._task
+            await asyncio.gather(*self._running)
         self._executor.shutdown(wait=True)
 
     async def _submit(self, labels, seed, z):
@@ -196,7 +202,6 @@ class MicroBatcher(_Dispatcher):
         return batch
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             if not self._pending:
                 if self.closing:
@@ -204,6 +209,8 @@ class MicroBatcher(_Dispatcher):
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            # A free worker first: while every worker is busy, arriving jobs pile up into the next batch.
+            await self._slots.acquire()
             # The first job waits at most max_wait for others, counted from its arrival.
             deadline = self._pending[0].t0 + self.max_wait_s
             while self._pending_rows < self.max_batch and not self.closing:
@@ -217,16 +224,24 @@ class MicroBatcher(_Dispatcher):
                     break
             batch = self._take()
             if not batch:
+                self._slots.release()
                 continue
-            started = time.perf_counter()
-            try:
-                results = await loop.run_in_executor(self._executor, run_jobs, self.model, batch)
-            except Exception as exc:  # a bug, not a model failure: fail this batch, keep serving
-                results = [exc] * len(batch)
-            for job, result in zip(batch, results):
-                _settle(job, result)
-            if self.on_batch is not None:
-                self.on_batch(sum(job.rows for job in batch), len(batch), time.perf_counter() - started)
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[Job]) -> None:
+        started = time.perf_counter()
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, run_jobs, self.model, batch)
+        except Exception as exc:  # a bug, not a model failure: fail this batch, keep serving
+            results = [exc] * len(batch)
+        finally:
+            self._slots.release()
+        for job, result in zip(batch, results):
+            _settle(job, result)
+        if self.on_batch is not None:
+            self.on_batch(sum(job.rows for job in batch), len(batch), time.perf_counter() - started)
 
 
 class PerRequestDispatcher(_Dispatcher):

@@ -48,6 +48,7 @@ class ServeConfig:
     threads: int | None = None
     max_batch: int = DEFAULT_MAX_BATCH
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS
+    workers: int = 1
     max_n: int = DEFAULT_MAX_N
     queue: int = DEFAULT_QUEUE
     cors_origins: tuple[str, ...] = ()
@@ -72,6 +73,8 @@ class ServeConfig:
             raise UsageError(f"--threads must be from 1 to {MAX_THREADS}, got {self.threads}")
         if not 1 <= self.max_batch <= 4096:
             raise UsageError(f"--max-batch must be from 1 to 4096, got {self.max_batch}")
+        if not 1 <= self.workers <= MAX_THREADS:
+            raise UsageError(f"--workers must be from 1 to {MAX_THREADS}, got {self.workers}")
         if not 0 <= self.max_wait_ms <= 10_000:
             raise UsageError(f"--max-wait-ms must be from 0 to 10000, got {self.max_wait_ms}")
         if not 1 <= self.max_n <= 65_536:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from gankit.errors import MissingDependencyError
+from gankit.errors import MissingDependencyError, install_hint
 
 # Import name -> the distribution that provides it (as listed in pyproject's `serve` extra).
 SERVE_MODULES = {"starlette": "starlette", "uvicorn": "uvicorn", "prometheus_client": "prometheus-client"}
@@ -26,4 +26,4 @@ def require_serve_extra(command: str = "serve") -> None:
     if missing:
         raise MissingDependencyError(
             f"`gankit {command}` needs the serve extra ({', '.join(missing)} not installed). "
-            "Install it with: pip install 'gankit[serve]'")
+            f"Install it with: {install_hint('serve')}")

@@ -15,7 +15,9 @@ machinery and may change between releases. The names are resolved on first use, 
 * stacked per-class nets (K independent nets in one set of tensors, called as
   ``net(blocks)`` or ``net(x, labels)``): `build_stacked`, `GroupedMLP`,
   `StackedMLPDiscriminator`, `StackedDCGANGenerator`, `StackedDCGANDiscriminator`,
-  `by_class`, `copy_class_into`, `class_generators` / `derive_seed` (class-keyed random streams);
+  `by_class`, `copy_class_into`, `class_generators` / `derive_seed` (class-keyed random streams),
+  `dropout_masks` / `dropout_shapes` (a stacked discriminator's per-class dropout masks, drawn
+  ahead of its forward);
 * losses: `get_losses` (a `LossPair` by name), `bce_d`, `bce_g`;
 * steps: `standard_step` (the default update, which a plugin's ``train_step`` may call),
   `discriminator_scores`, `AuxiliaryLoss`, `has_batchnorm`;
@@ -45,6 +47,8 @@ _PUBLIC = {
     "copy_class_into": "nets.stacked",
     "class_generators": "nets.stacked",
     "derive_seed": "nets.stacked",
+    "dropout_masks": "nets.stacked",
+    "dropout_shapes": "nets.stacked",
     "get_losses": "engine.losses",
     "bce_d": "engine.losses",
     "bce_g": "engine.losses",

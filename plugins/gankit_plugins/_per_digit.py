@@ -13,7 +13,8 @@ import torch
 
 from gankit.plugin_api import NetSpec, Nets, StepContext
 from gankit.training import build_nets
-from gankit.training import build_stacked, class_generators, copy_class_into, derive_seed
+from gankit.training import build_stacked, class_generators, copy_class_into, derive_seed, dropout_masks
+from gankit.training import dropout_shapes
 from gankit.training import standard_step
 
 # Stream ids for `class_generators`: 0 and 1 seed the G and D initial weights, 2 dropout.
@@ -96,7 +97,12 @@ def per_digit_step(ctx: StepContext, real: torch.Tensor, labels: torch.Tensor) -
         return G(z)
 
     def d_forward(images: torch.Tensor, _labels: torch.Tensor) -> torch.Tensor:
-        return D(images, dropout_gens=gens)
+        if gens is None:
+            return D(images)
+        # The masks are drawn here, from the same generators in the same order as D would
+        # draw them, so D's forward holds no generator and can be compiled whole.
+        masks = dropout_masks(gens, dropout_shapes(spec, images.shape[1]), spec.d_dropout, images.device)
+        return D(images, dropout_masks=masks)
 
     block_ctx = dataclasses.replace(
         ctx, d_loss_fn=_per_class(ctx.d_loss_fn), g_loss_fn=_per_class(ctx.g_loss_fn),

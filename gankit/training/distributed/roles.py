@@ -66,7 +66,7 @@ def holds_run_lock() -> bool:
     """Whether this process should hold the run folder's lock: a plain run, `--nproc N`'s
     launcher, or torchrun's rank 0. The ranks a gankit launcher starts leave it to the
     launcher, which holds it for as long as they live."""
-    if os.environ.get(LAUNCHER_ENV):
+    if launcher_pid() is not None:
         return False
     env = env_world()
     return env is None or env[0] == 0
@@ -227,9 +227,14 @@ def launch(role: Role, argv: Sequence[str], grace_s: float = 3.0) -> int:
             signal.signal(s, handler)
 
 
+def launcher_pid() -> Optional[int]:
+    """The launcher's PID that `launch` gives its ranks (`GANKIT_LAUNCHER_PID`), or None outside a launch."""
+    return envvars.integer(LAUNCHER_ENV, None, low=1, high=1 << 31, what="a process id (set by `gankit train --nproc`)")
+
+
 def _watch_launcher() -> None:
     """A rank whose launcher disappears (SIGKILLed) stops instead of training on as an orphan."""
-    pid = envvars.integer(LAUNCHER_ENV, None, low=1, high=1 << 31, what="a process id (set by `gankit train --nproc`)")
+    pid = launcher_pid()
     if pid is None:
         return
 

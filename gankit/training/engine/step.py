@@ -10,7 +10,8 @@ Where the time goes, and what this step does about it (see bench/bench_train_spe
   forward once per step (as the PyTorch DCGAN example does).
 * D's input to the D loss is ``fake.detach()``: no backward through G in the D update.
 * During the G update D's parameters are frozen (``requires_grad_(False)``), so its
-  backward computes only the input gradient, not weight gradients nobody will use.
+  backward computes only the input gradient, not weight gradients nobody will use; the
+  ones a plugin froze itself stay frozen afterwards.
 * For a D without batch norm, real and fake go through D in one concatenated batch:
   one larger matrix multiply instead of two small ones. With batch norm they stay
   separate, because mixing them changes the batch statistics.
@@ -179,7 +180,11 @@ def standard_step(ctx: StepContext, real: torch.Tensor, labels: torch.Tensor,
         (d_total if reduce is None else reduce(d_total)).backward()
         ctx.opt_d.step()
 
-    D.requires_grad_(False)
+    # Only what requires grad now is frozen, and unfrozen after: a sub-module the plugin
+    # froze in build stays frozen.
+    trainable = [p for p in D.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
     try:
         with ctx.autocast():
             s_fake, a_fake = _d_pass(d_forward, fake, labels, use_aux)
@@ -191,7 +196,8 @@ def standard_step(ctx: StepContext, real: torch.Tensor, labels: torch.Tensor,
         (g_loss if reduce is None else reduce(g_loss)).backward()
         ctx.opt_g.step()
     finally:
-        D.requires_grad_(True)
+        for p in trainable:
+            p.requires_grad_(True)
     out = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}
     if use_aux:
         out[f"d_{auxiliary.name}"] = d_aux.detach()

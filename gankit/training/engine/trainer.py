@@ -216,6 +216,7 @@ class Trainer:
         self.precision_choice = self._resolve_precision()
         if parallel is not None:  # each rank timed its own steps; all follow rank 0's choice
             self.cfg = parallel.same_precision(self.cfg)
+        self.compile_choice = self._resolve_compile()
         if resume is not None:
             self._load(resume)
         self.fixed_z, self.fixed_labels = self._fixed_inputs()
@@ -256,6 +257,30 @@ class Trainer:
         self.cfg = dataclasses.replace(cfg, precision=choice.precision)
         self.cb.on_message(f"precision auto: {choice.precision} ({choice.reason})")
         return choice
+
+    def _resolve_compile(self):
+        """Settle ``--compile`` (gankit.training.engine.compile): ``auto`` becomes the mode saved in config.json."""
+        from gankit.training.engine import compile as compiling
+
+        choice = compiling.resolve(self.cfg.compile, self.device, distributed=self.parallel is not None)
+        missing = compiling.unavailable(choice.mode)
+        if missing:
+            self.cb.on_message(f"--compile {choice.mode}: {missing}; training eagerly")
+            choice = compiling.CompileChoice("off", missing)
+        elif self.cfg.compile != choice.mode and self.cfg.compile != "auto":
+            self.cb.on_message(f"--compile {self.cfg.compile}: {choice.reason}")
+        self.cfg = dataclasses.replace(self.cfg, compile=choice.mode)
+        return choice
+
+    def _compiled(self, train_step, ctx):
+        """``train_step`` on compiled nets when ``--compile`` says so; its first step falls back to eager on failure."""
+        if self.compile_choice.mode == "off":
+            return train_step
+        from gankit.training.engine.compile import CompiledStep
+
+        return CompiledStep(train_step, ctx, self.compile_choice.mode, modules=[self.G, self.D],
+                            optimizers=[self.opt_g, self.opt_d], generators=[self.noise_gen],
+                            sampler=self.sampler, on_message=self.cb.on_message)
 
     # ----- state -------------------------------------------------------------------------
     def _load(self, state: ckpt.TrainingState) -> None:
@@ -380,6 +405,7 @@ class Trainer:
             loss=cfg.loss, ls_sigmoid=cfg.ls_sigmoid, noise=noise, torch_generator=self.noise_gen,
             d_steps=cfg.d_steps, precision=cfg.precision, device=self.device, step=self.step,
             d_regularizer=self.plugin.d_regularizer)
+        train_step = self._compiled(train_step, ctx)
         self._tb_graph()
         self.G.train()
         self.D.train()

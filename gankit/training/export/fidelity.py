@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from gankit.contract import ADAPTER_KEY, IMAGE_SIZE, INPUT_LABEL, INPUT_Z, OUTPUT_IMAGE, ModelCard
-from gankit.errors import MissingDependencyError, ModelFileError
+from gankit.errors import MissingDependencyError, ModelFileError, install_hint
 
 __all__ = ["ADAPTER_KEY", "FidelityAdapter", "adapt_for_torch_fidelity", "default_adapter_path"]
 
@@ -80,7 +80,7 @@ def _require_onnx() -> Any:
         import onnx
     except ImportError:
         raise MissingDependencyError("the torch-fidelity adapter needs the onnx package, which is not installed. "
-                                     "Install the training tier with: pip install 'gankit[train]'") from None
+                                     f"Install the training tier with: {install_hint('train')}") from None
     return onnx
 
 

@@ -44,7 +44,7 @@ from torch import nn
 from gankit.contract import (CONTRACT_VERSION, IMAGE_SIZE, INPUT_LABEL, INPUT_Z, OUTPUT_IMAGE,
                              ModelCard)
 from gankit.atomic import commit, staged_file
-from gankit.errors import MissingDependencyError, ModelFileError
+from gankit.errors import MissingDependencyError, ModelFileError, install_hint
 
 __all__ = ["ParityReport", "export_generator", "export_from_checkpoint", "card_for",
            "weights_sha256", "default_export_path"]
@@ -105,7 +105,7 @@ def _require_export_tools() -> None:
     missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
     if missing:
         raise MissingDependencyError(f"exporting needs {', '.join(missing)}, which is not installed. "
-                                     "Install the training tier with: pip install 'gankit[train]'")
+                                     f"Install the training tier with: {install_hint('train')}")
 
 
 def _sample(card: ModelCard, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,7 +20,8 @@ every call), in one of two forms:
     The training form: class blocks ``[K, B, ...]``, block k for ``classes[k]``.
     A generator maps ``z[K, B, Z]`` to ``[K, B, 1, S, S]``; a discriminator maps
     ``images[K, B, 1, S, S]`` to scores ``[K, B]`` and takes ``dropout_gens=``, one
-    ``torch.Generator`` per class for its dropout masks.
+    ``torch.Generator`` per class for its dropout masks, or ``dropout_masks=``, the same
+    masks drawn beforehand by `dropout_masks` (so a compiled forward holds no generator).
 ``net(x, labels)``
     The plugin contract's form, any batch of labels (sampling, export, checks):
     `by_class` groups the batch by label, runs each class's rows through that class's
@@ -50,7 +51,8 @@ from gankit.plugin_api import NetSpec
 from gankit.training.nets.builtin import ACTIVATIONS, init_layer_
 
 __all__ = ["GroupedMLP", "StackedMLPDiscriminator", "StackedDCGANGenerator", "StackedDCGANDiscriminator",
-           "build_stacked", "by_class", "class_generators", "derive_seed", "copy_class_into"]
+           "build_stacked", "by_class", "class_generators", "derive_seed", "copy_class_into", "dropout_masks",
+           "dropout_shapes"]
 
 _MASK64 = (1 << 64) - 1
 # Keras BatchNormalization(momentum=0.8, eps=1e-3), as gankit.training.nets.builtin uses for DCGAN.
@@ -137,10 +139,53 @@ def _conv(gens: Sequence[torch.Generator], cin: int, cout: int, scheme: str) -> 
 
 
 # ----------------------------------------------------------------------------- pieces
-def _dropout(x: torch.Tensor, p: float, gens: Generators, class_dim: int, training: bool) -> torch.Tensor:
-    """Dropout; with ``gens`` each class's mask comes from its own generator (see the module doc)."""
+def dropout_masks(gens: Sequence[torch.Generator], shapes: Sequence[Sequence[int]], p: float,
+                  device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """One 0/1 keep-mask ``[K, *shape]`` per dropout layer, class k's drawn from ``gens[k]``.
+
+    The draws are the ones a discriminator given ``dropout_gens=gens`` makes inside its
+    forward (each generator draws its layers in order, each mask contiguously, 0/1 the
+    same in any float dtype), so passing the result as ``dropout_masks=`` gives the same
+    numbers; ``shapes`` is `dropout_shapes` for the discriminator's spec and block size.
+    """
+    masks = []
+    for shape in shapes:
+        buf = torch.empty((len(gens), *shape), device=device)
+        for k, g in enumerate(gens):
+            buf[k].bernoulli_(1.0 - p, generator=g)
+        masks.append(buf)
+    return masks
+
+
+def _dcgan_d_sides(spec: NetSpec) -> list[int]:
+    """The DCGAN discriminator's feature-map side after each block (strides 2, 2, 2, then 1)."""
+    sides, size = [], spec.image_size
+    for i in range(len(spec.d_hidden)):
+        stride = 2 if i < 3 else 1
+        size = (size + 2 - 3) // stride + 1
+        if i == 1:  # Keras' ZeroPadding2D(((0,1),(0,1))) after the second conv
+            size += 1
+        sides.append(size)
+    return sides
+
+
+def dropout_shapes(spec: NetSpec, n: int) -> list[tuple[int, ...]]:
+    """One class's dropout-mask shape per layer of ``spec``'s stacked discriminator, for blocks of n samples."""
+    if spec.arch == "mlp":
+        return [(n, w) for w in spec.d_hidden]
+    return [(n, c, side, side) for c, side in zip(spec.d_hidden, _dcgan_d_sides(spec))]
+
+
+def _dropout(x: torch.Tensor, p: float, gens: Generators, class_dim: int, training: bool,
+             mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Dropout; with ``gens`` each class's mask comes from its own generator (see the module doc).
+
+    ``mask`` is that mask drawn beforehand (`dropout_masks`, classes first).
+    """
     if p <= 0 or not training:
         return x
+    if mask is not None:
+        return x * mask.to(x.dtype).movedim(0, class_dim) * (1.0 / (1.0 - p))
     if gens is None:
         return F.dropout(x, p, True)
     k = x.shape[class_dim]
@@ -178,16 +223,17 @@ def _stacked_bn(channels: int) -> nn.BatchNorm2d:
 class _StackedDiscriminator(nn.Module):
     """What both stacked discriminators share: one ``forward`` for class blocks or a labelled batch.
 
-    Subclasses provide ``_blocks(x[K, B, 1, S, S], dropout_gens) -> [K, B]`` and
+    Subclasses provide ``_blocks(x[K, B, 1, S, S], dropout_gens, masks) -> [K, B]`` and
     ``_run_class(x[n, 1, S, S], k) -> [n]``, plus ``classes`` and ``num_groups``.
     """
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
-                dropout_gens: Generators = None) -> torch.Tensor:
+                dropout_gens: Generators = None,
+                dropout_masks: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
         """``images[N, 1, S, S]`` with ``labels[N]`` -> scores ``[N]``; ``images[K, B, 1, S, S]`` alone -> ``[K, B]``."""
         if labels is None:
             _check_blocks(images, self.num_groups, 5, "image")
-            return self._blocks(images, dropout_gens)
+            return self._blocks(images, dropout_gens, dropout_masks)
         return by_class(images, labels, self.classes, self._run_class)
 
 
@@ -289,11 +335,12 @@ class StackedMLPDiscriminator(_StackedDiscriminator):
     def layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(getattr(self, f"weight_{i}"), getattr(self, f"bias_{i}")) for i in range(self.num_layers)]
 
-    def _blocks(self, x: torch.Tensor, gens: Generators) -> torch.Tensor:
+    def _blocks(self, x: torch.Tensor, gens: Generators, masks: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
         act = ACTIVATIONS[self.act]
         h = x.reshape(x.shape[0], x.shape[1], -1)
-        for w, b in self.layers():
-            h = _dropout(act(torch.baddbmm(b.unsqueeze(1), h, w)), self.p, gens, 0, self.training)
+        for i, (w, b) in enumerate(self.layers()):
+            h = _dropout(act(torch.baddbmm(b.unsqueeze(1), h, w)), self.p, gens, 0, self.training,
+                         None if masks is None else masks[i])
         return torch.baddbmm(self.head_bias.unsqueeze(1), h, self.head_weight).squeeze(2)
 
     def _run_class(self, x: torch.Tensor, k: int) -> torch.Tensor:
@@ -387,20 +434,17 @@ class StackedDCGANDiscriminator(_StackedDiscriminator):
         self.conv_weights = nn.ParameterList()
         self.conv_biases = nn.ParameterList()
         self.norms = nn.ModuleDict()
-        in_ch, size = 1, spec.image_size
+        in_ch, sides = 1, _dcgan_d_sides(spec)
         for i, out_ch in enumerate(spec.d_hidden):
             stride = 2 if i < 3 else 1
             w, b = _conv(gens, in_ch, out_ch, scheme)
             self.conv_weights.append(nn.Parameter(w))
             self.conv_biases.append(nn.Parameter(b))
-            size = (size + 2 - 3) // stride + 1
-            if i == 1:  # Keras' ZeroPadding2D(((0,1),(0,1))) after the second conv
-                size += 1
             if i > 0:
                 self.norms[str(i)] = _stacked_bn(k * out_ch)
             self.plan.append((stride, i == 1, i > 0))
             in_ch = out_ch
-        self.feature_dim = in_ch * size * size
+        self.feature_dim = in_ch * sides[-1] * sides[-1]
         w, b = _linear(gens, self.feature_dim, 1, scheme)
         self.head_weight, self.head_bias = nn.Parameter(w), nn.Parameter(b)
 
@@ -412,17 +456,18 @@ class StackedDCGANDiscriminator(_StackedDiscriminator):
                 h = F.pad(h, (0, 1, 0, 1))
             if has_bn:
                 h = norm(i, h)
-            h = dropout(act(h))
+            h = dropout(i, act(h))
         return h
 
-    def _blocks(self, x: torch.Tensor, gens: Generators) -> torch.Tensor:
+    def _blocks(self, x: torch.Tensor, gens: Generators, masks: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
         k, n = x.shape[0], x.shape[1]
         h = x.reshape(k, n, x.shape[-2], x.shape[-1]).transpose(0, 1)  # [N, K, 28, 28]: one channel per class
         h = self._body(
             h, lambda t, w, b, s: F.conv2d(t, w, b, stride=s, padding=1, groups=k),
             lambda i, t: self.norms[str(i)](t),
             # Dropout masks per class: view channels as [N, K, C, H, W] so class k's block is contiguous per mask.
-            lambda t: _dropout(t.view(n, k, -1, *t.shape[2:]), self.p, gens, 1, self.training).view(t.shape))
+            lambda i, t: _dropout(t.view(n, k, -1, *t.shape[2:]), self.p, gens, 1, self.training,
+                                  None if masks is None else masks[i]).view(t.shape))
         feats = h.reshape(n, k, -1).transpose(0, 1)  # [K, N, C*s*s] in (C, s, s) order, as flatten(1)
         return torch.baddbmm(self.head_bias.unsqueeze(1), feats, self.head_weight).squeeze(2)
 
@@ -432,7 +477,7 @@ class StackedDCGANDiscriminator(_StackedDiscriminator):
             return F.conv2d(t, w[k * cout:(k + 1) * cout], b[k * cout:(k + 1) * cout], stride=stride, padding=1)
 
         h = self._body(x, conv, lambda i, t: _bn_slice(self.norms[str(i)], t, k, self.training),
-                       lambda t: F.dropout(t, self.p, self.training and self.p > 0))
+                       lambda i, t: F.dropout(t, self.p, self.training and self.p > 0))
         return torch.addmm(self.head_bias[k], h.flatten(1), self.head_weight[k]).squeeze(1)
 
 

@@ -49,15 +49,20 @@ def fault_point(name: str) -> None:
     costs one dictionary lookup. Killing here, rather than at a random time, is what
     proves the windows that are too short to hit by chance (mid-prune, mid-commit).
     """
-    armed = os.environ.get(FAULT_ENV)
-    if not armed:
+    if not os.environ.get(FAULT_ENV):
         return
-    point, count = envvars.parsed(FAULT_ENV, _parse_fault, what="POINT:N (a fault point and a count from 1)")
-    if point != name:
+    setting = fault_setting()
+    if setting is None or setting[0] != name:
         return
+    count = setting[1]
     seen = _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
     if seen >= count:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fault_setting() -> tuple[str, int] | None:
+    """(point, N) from `GANKIT_FAULT_KILL_AT`, None when unset; a malformed value is a UsageError."""
+    return envvars.parsed(FAULT_ENV, _parse_fault, what="POINT:N (a fault point and a count from 1)")
 
 
 def _parse_fault(text: str) -> tuple[str, int]:
