@@ -9,10 +9,14 @@ else httpx). Each server is a real subprocess on a free 127.0.0.1 port:
   where a plain synchronous Starlette or FastAPI handler that calls the model runs),
   started by this script.
 
-For each server, concurrency 1, 8 and 64, and n=1 and n=16 images per request, the
-client keeps that many requests in flight (GET /v1/generate?digit=..&n=..&seed=..&format=npy,
-digits and seeds varying) for at most ``--requests`` requests and ``--seconds`` seconds,
-after a short warm-up, and prints requests/s, images/s, p50 and p99 latency and errors.
+For concurrency 1, 8 and 64, and n=1 and n=16 images per request, each server in turn
+(all three run throughout, so those compared in one cell meet the same load from the
+rest of the machine), the client keeps that many requests in flight
+(``GET /v1/generate?digit=..&n=..&seed=..&format=npy``, digits and seeds varying) for at
+most ``--requests`` requests and ``--seconds`` seconds, after a short warm-up, and prints
+requests/s, images/s, p50 and p99 latency, errors, and the server's CPU time per request
+(user + system), which unlike requests/s does not depend on how much of the CPU other
+programs take.
 Every loop is bounded in count and time, and all traffic stays on 127.0.0.1.
 
 ``--soak-seconds S`` then runs the batching server for S seconds (at most 3600) at
@@ -332,20 +336,27 @@ def main() -> None:
           f"models {', '.join(names)}", flush=True)
 
     rows = []
+    modes = args.modes.split(",")
     for model, name in zip(models, names):
-        for mode in args.modes.split(","):
-            server = Server(mode, model, args.threads, args.serve_args.split())
-            try:
-                for n in sizes:
-                    for c in levels:
+        # All servers of a model run at once (idle ones cost nothing), and each cell drives them
+        # back to back, so that the servers compared in a cell meet the same load from the rest
+        # of the machine.
+        servers = {}
+        try:
+            for mode in modes:
+                servers[mode] = Server(mode, model, args.threads, args.serve_args.split())
+            for n in sizes:
+                for c in levels:
+                    for mode in modes:
                         row = {"model": name, "mode": mode,
-                               **asyncio.run(drive(server, kind, c, n, args.requests, args.seconds))}
+                               **asyncio.run(drive(servers[mode], kind, c, n, args.requests, args.seconds))}
                         rows.append(row)
                         print(f"{name} {mode:8s} c={c:<3d} n={n:<3d} {row['requests_per_s']:8.1f} req/s "
                               f"{row['images_per_s']:8.0f} img/s  p50 {row['p50_ms']:7.1f} ms  "
                               f"p99 {row['p99_ms']:7.1f} ms  server CPU {row['server_cpu_ms_per_request']:6.2f} ms/req"
                               f"  errors {row['errors']}", flush=True)
-            finally:
+        finally:
+            for server in servers.values():
                 server.stop()
 
     soak_result = None
@@ -364,9 +375,9 @@ def main() -> None:
     cmp = ratios(rows)
     print("\n" + table(rows))
     for r in cmp:
-        print(f"{r['model']}: batch / {r['vs']}: {r['ratio']}x requests/s, {r['cpu_ratio']}x fewer server CPU "
-              f"ms per request, at concurrency {r['concurrency']}, n={r['n']} (p99 {r['p99_ms']} vs "
-              f"{r['p99_ms_other']} ms)")
+        print(f"{r['model']}, concurrency {r['concurrency']}, n={r['n']}: batch / {r['vs']} = {r['ratio']}x "
+              f"requests/s; server CPU per request {r['vs']} / batch = {r['cpu_ratio']}x; "
+              f"p99 {r['p99_ms']} vs {r['p99_ms_other']} ms")
     result = {"machine": info, "modes": MODES, "requests_cap": args.requests, "seconds_cap": args.seconds,
               "rows": rows, "ratios": cmp, "soak": soak_result}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -374,14 +385,17 @@ def main() -> None:
     md = [f"# gankit serve under load ({', '.join(names)})", "",
           f"Machine: {info['cpu']}, {info['cpus']} CPUs; load average {info['load_average_before']} before, "
           f"{info['load_average_after']} after. Python {info['python']}, onnxruntime {info['onnxruntime']}. "
-          f"Client: {kind}, on the same machine (it takes CPU from the server). Each cell: at most "
+          f"Client: {kind}, on the same machine (it takes CPU from the server). Each cell drives the servers "
+          f"one after the other, all running; each at most "
           f"{args.requests} requests and {args.seconds:g} s after a warm-up.", "",
           *[f"* `{k}`: {v}" for k, v in MODES.items()], "", table(rows), "",
-          *[f"* {r['model']}, concurrency {r['concurrency']}, n={r['n']}: batch / {r['vs']} = {r['ratio']}x "
-            f"requests/s, {r['cpu_ratio']}x less server CPU per request (p99 {r['p99_ms']} vs {r['p99_ms_other']} ms)"
-            for r in cmp]]
+          "Ratios (requests/s of batch over the other; server CPU per request of the other over batch; "
+          "p99 of batch vs the other):", "",
+          *[f"* {r['model']}, concurrency {r['concurrency']}, n={r['n']}, vs {r['vs']}: {r['ratio']}x requests/s, "
+            f"{r['cpu_ratio']}x CPU, p99 {r['p99_ms']} vs {r['p99_ms_other']} ms" for r in cmp]]
     if soak_result:
-        md += ["", f"Soak ({names[0]}, batching server): {soak_result['seconds']} s at concurrency {soak_result['concurrency']} "
+        md += ["", f"Soak ({names[0]}, batching server): {soak_result['seconds']} s at concurrency "
+               f"{soak_result['concurrency']} "
                "(n 1/4/16, png/npy/json "
                f"mixed): {soak_result['requests']} requests, {soak_result['errors']} errors; server RSS "
                f"{soak_result['rss_mb_start']} MB at start, {soak_result['rss_mb_settled']} MB after warm-up, "

@@ -436,27 +436,39 @@ def compare_at_equal_steps(args, plugin: str) -> int:
             shutil.rmtree(work, ignore_errors=True)
     record["load_at_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     record["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    table = equal_steps_table(record)
+    record["command"] = "python bench/time_to_quality.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     name = f"time_to_quality_{args.tag or 'defaults'}"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(record, indent=1))
-    real = next(p["real_fd"] for c in record["candidates"].values() for r in c["runs"] for p in r["points"])
-    wall = sum(r["wall_s"] for c in record["candidates"].values() for r in c["runs"])
-    header = (f"# {plugin}: defaults against candidates at equal steps\n\n"
-              f"`python bench/time_to_quality.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}`\n\n"
-              f"Seeds {', '.join(map(str, seeds))}; each checkpoint scored by `gankit evaluate -n {args.eval_samples}` "
-              f"(evaluation protocol seed 0; real-data FD {real:.3f}). Mean ± sample standard deviation over seeds. "
-              f"Minutes are the training process's wall time at that step, on a shared machine (load average "
-              f"{record['load_at_start']} at the start, {record['load_at_end']} at the end; {wall / 60:.0f} minutes "
-              f"of training in all), so compare quality at equal steps, not minutes.\n\n"
-              f"CPU: {machine['cpu']}, {machine['cpus']} CPUs; torch {machine['torch']}, "
-              f"OMP_NUM_THREADS={args.threads or 'unset'}; {max(1, args.jobs)} run(s) at once.\n\n")
-    commands = "\n".join(f"- {label}: `{c['runs'][0]['command']}` (per seed: `--seed S`)"
-                         for label, c in record["candidates"].items())
-    (args.out / f"{name}.md").write_text(header + table + "\n\nCommands:\n\n" + commands + "\n")
-    print(table)
+    (args.out / f"{name}.md").write_text(equal_steps_report(record))
+    print(equal_steps_table(record))
     print(f"wrote {args.out / name}.json and .md")
     return 0
+
+
+def equal_steps_report(record: dict) -> str:
+    """The Markdown file for an equal-steps comparison: how it was made, the tables, the commands."""
+    machine, settings = record["machine"], record["settings"]
+    runs = [r for c in record["candidates"].values() for r in c["runs"]]
+    real = next(p["real_fd"] for r in runs for p in r["points"])
+    wall = sum(r["wall_s"] for r in runs)
+    loads = sorted(float(r[k].split()[0]) for r in runs for k in ("load_before", "load_after"))
+    jobs = max(1, settings.get("jobs") or 1)
+    header = (f"# {record['plugin']}: defaults against candidates at equal steps\n\n"
+              f"`{record['command']}`\n\n"
+              f"Seeds {', '.join(map(str, record['seeds']))}; each checkpoint scored by `gankit evaluate -n "
+              f"{settings['eval_samples']}` (evaluation protocol seed 0; real-data FD {real:.3f}). Mean ± sample "
+              f"standard deviation over seeds. Minutes: the training process's wall time at that step "
+              f"(checkpoint writes included), {jobs} run(s) at once, each with OMP_NUM_THREADS="
+              f"{settings.get('threads') or 'unset'}; 1-minute load average {loads[0]:.2f} to {loads[-1]:.2f} "
+              f"around the runs; {wall / 60:.0f} minutes of runs in all. Compare quality at equal steps; "
+              f"minutes only between runs made together.\n\n"
+              f"CPU: {machine['cpu']}, {machine['cpus']} CPUs; Python {machine['python']}, torch {machine['torch']}, "
+              f"onnxruntime {machine['onnxruntime']}; finished {record['finished']}.\n\n"
+              + (f"{record['note']}\n\n" if record.get("note") else ""))
+    commands = "\n".join(f"- {label}: `{c['runs'][0]['command']}` (per seed: `--seed S`)"
+                         for label, c in record["candidates"].items())
+    return header + equal_steps_table(record) + "\n\nCommands:\n\n" + commands + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

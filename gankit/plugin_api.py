@@ -225,8 +225,10 @@ class Option:
 
     def check(self, name: str, value: Any) -> Any:
         """``value`` as this option's type (an int for a float option becomes a float); ValueError if it is not one."""
+        given = value
+
         def bad() -> ValueError:
-            return ValueError(f"option {name} must be {self.describe()}, got {_show(value)}")
+            return ValueError(f"option {name} must be {self.describe()}, got {_show(given)}")
 
         if self.type is bool:
             ok = isinstance(value, bool)

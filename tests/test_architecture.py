@@ -51,7 +51,7 @@ MAY_IMPORT: dict[str, set[str]] = {
                                                  "gankit.training.persist"},
     "gankit.training.conformance": LIGHT_BASE | {"gankit.config", "gankit.plugin_api", "gankit.registry",
                                                  "gankit.runtime", "gankit.training.nets", "gankit.training.engine",
-                                                 "gankit.training.export"},
+                                                 "gankit.training.export", "gankit.training.persist"},
     "gankit.training.classifier": LIGHT_BASE | {"gankit.data", "gankit.eval"},
 }
 # Light rooms never import a heavy library at module level; gankit.cli's command modules

@@ -375,3 +375,38 @@ def test_install_hint_names_this_clone():
 
     hint = install_hint("train")
     assert f"-e '{REPO}[train]'" in hint and "constraints.txt" in hint
+
+
+# ----- docstrings and help ---------------------------------------------------------------------
+
+def test_everything_the_api_reference_shows_has_a_docstring():
+    """Each object on docs/reference/api.md, and its public methods, says what it does."""
+    griffe = pytest.importorskip("griffe", reason="the docs extra (mkdocstrings) brings griffe")
+    package = griffe.load("gankit", search_paths=[str(REPO)], resolve_aliases=False)
+    names = re.findall(r"^::: ([\w.]+)", (REPO / "docs" / "reference" / "api.md").read_text(), flags=re.M)
+    assert len(names) > 20
+    for name in names:
+        obj = package
+        for part in name.split(".")[1:]:
+            assert part in obj.members, f"docs/reference/api.md names {name}, which does not exist"
+            obj = obj.members[part]
+        members = [obj] + [m for n, m in getattr(obj, "members", {}).items()
+                           if obj.kind.value == "class" and not n.startswith("_") and m.kind.value == "function"]
+        for member in members:
+            assert member.docstring and member.docstring.value.strip(), f"{member.path} has no docstring"
+
+
+def test_every_command_and_option_has_help():
+    import typer.main
+
+    from gankit.cli import COMMANDS, app
+
+    app.load(list(COMMANDS))
+    root = typer.main.get_command(app)
+    ctx = root.make_context("gankit", ["--help"], resilient_parsing=True)
+    for name in root.list_commands(ctx):
+        command = root.get_command(ctx, name)
+        assert command.help, f"gankit {name} has no help text"
+        sub = command.make_context(name, ["--help"], parent=ctx, resilient_parsing=True)
+        for param in command.get_params(sub):
+            assert param.help, f"gankit {name}: {param.opts or param.name} has no help text"

@@ -6,7 +6,7 @@ as a warning row naming its distribution and the reason, and the command still e
 because one broken third-party package must not hide the others.
 
     gankit plugins              # table: name, distribution, version, description
-    gankit plugins show NAME    # label mode, batch layout, API, archs, train defaults, options
+    gankit plugins show NAME    # label mode, batch layout, API, archs, train defaults, typed options
 """
 
 from __future__ import annotations
@@ -127,8 +127,8 @@ def plugins_show(
         ("loss", "the run's --loss" if plugin.uses_loss else "its own (--loss does not apply)"),
         ("train defaults", ", ".join(f"{k}={v!r}" for k, v in plugin.train_defaults.items())
          or "(none: gankit's defaults)"),
-        ("export module", _callable_name(plugin.export_module) if plugin.export_module
-         else "the generator itself"),
+        ("export module", (_callable_name(plugin.export_module) if plugin.export_module
+                           else "the generator itself") + ", with the EMA weights when a run keeps an EMA"),
         ("about", _docstring_summary(module_name)),
     ]
     for key, value in rows:

@@ -15,14 +15,14 @@ from gankit.errors import UsageError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
-# Rows (images) per onnxruntime run. The shipped conditional DCGAN costs ~0.66 ms an image
-# at 64 rows and ~0.9 ms at one row on a 2-core CPU; past 64 the run only gets longer and
-# the first caller in it waits longer (bench/results/serve.md).
+# Rows (images) per onnxruntime run. The shipped conditional DCGAN costs ~0.67 ms an image
+# from 16 rows on and ~0.9 ms at one row (2 threads, the 2-core CPU idle); past that, a bigger run only
+# makes its first caller wait longer.
 DEFAULT_MAX_BATCH = 64
 # How long the first request of a batch may wait for others to join it. 0: none; the
 # batch is whatever queued while the previous one ran, which under load is most of the
-# callers (measured on a 2-core CPU: waiting 2-5 ms only added latency at concurrency 1
-# and 8, and did not raise throughput at 64; bench/results/serve.md).
+# callers. Tried on the 2-core CPU with 2 and 5 ms: waiting only added latency at
+# concurrency 1 and 8 and did not raise throughput at 64.
 DEFAULT_MAX_WAIT_MS = 0.0
 # Images one request may ask for (n times the number of digits): 256 is a 16 x 16 grid.
 DEFAULT_MAX_N = 256

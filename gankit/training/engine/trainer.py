@@ -253,7 +253,11 @@ class Trainer:
                 d_regularizer=self.plugin.d_regularizer)
             return lambda: train_step(ctx, real, labels)
 
-        choice = prec.choose_precision(self.device, make_step)
+        self._check_generator(None, *self._fixed_inputs())  # before trial steps would trip over it
+        try:
+            choice = prec.choose_precision(self.device, make_step)
+        except PluginError as exc:  # a contract problem found inside gankit's own step (its d_regularizer)
+            raise self._plugin_failure(str(exc), None) from None
         self.cfg = dataclasses.replace(cfg, precision=choice.precision)
         self.cb.on_message(f"precision auto: {choice.precision} ({choice.reason})")
         return choice
@@ -535,18 +539,19 @@ class Trainer:
         return TrainingError(f"{origin_of(self.plugin.name)}: {what}. Stopped at step {self.step}; {kept}. "
                              "The contract is gankit.plugin_api (docs/writing-a-plugin.md).")
 
-    def _check_generator(self, last_ckpt: Path | None) -> None:
+    def _check_generator(self, last_ckpt: Path | None, z=None, labels=None) -> None:
         """The generator's images for the sample-grid inputs: shape, dtype, finite, value range."""
-        g, n = self.G, len(self.fixed_labels)
+        g = self.G
+        z, labels = (self.fixed_z, self.fixed_labels) if z is None else (z, labels)
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.no_grad(), torch.random.fork_rng(devices=devices):  # draws nothing from the run's streams
             was_training = g.training
             g.eval()
             try:
-                images = g(self.fixed_z, self.fixed_labels)
+                images = g(z, labels)
             finally:
                 g.train(was_training)
-        problems = generator_output_problems(images, n, self.spec)
+        problems = generator_output_problems(images, len(labels), self.spec)
         if problems:
             raise self._plugin_failure("; ".join(problems) + " (checked before the first step)", last_ckpt)
 
