@@ -97,3 +97,45 @@ def save_quality_figure(fig, ax_acc, ax_fd, title: str, path: Path) -> None:
     fig.suptitle(title, fontsize="medium")
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png")
+
+
+def load_average() -> str:
+    """The 1, 5 and 15-minute load averages, as every speed figure states them."""
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+# What a training step's CPU time goes to, by op (self time in a torch.profiler trace).
+STEP_PARTS = {
+    "matmuls / convolutions": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul",
+                               "aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution",
+                               "aten::convolution", "aten::_mkldnn_convolution"),
+    "optimizer (Adam)": ("aten::_fused_adam_", "aten::_fused_adamw_", "aten::_fused_sgd_"),
+    "EMA (lerp)": ("aten::lerp_", "aten::_foreach_lerp_"),
+    "dropout masks (bernoulli)": ("aten::bernoulli_", "aten::bernoulli", "aten::native_dropout"),
+    "dtype casts / copies": ("aten::copy_", "aten::_to_copy", "aten::clone"),
+    "data + noise": ("aten::index_select", "aten::index", "aten::normal_", "aten::uniform_"),
+}
+
+
+def step_breakdown(prof, total_ms: float, steps: int) -> dict[str, float]:
+    """ms per step in each `STEP_PARTS` group, the other aten ops, and the rest (Python, dispatch, autograd).
+
+    ``prof`` is a finished torch.profiler run over ``steps`` steps that took ``total_ms``.
+    """
+    parts = {name: 0.0 for name in STEP_PARTS}
+    other = 0.0
+    for e in prof.key_averages():
+        if not e.key.startswith("aten::"):
+            continue
+        ms = e.self_cpu_time_total / 1e3 / steps
+        group = next((name for name, ops in STEP_PARTS.items() if e.key in ops), None)
+        if group is None:
+            other += ms
+        else:
+            parts[group] += ms
+    parts["other aten ops"] = other
+    parts["Python, dispatch, autograd"] = max(0.0, total_ms / steps - sum(parts.values()))
+    return parts

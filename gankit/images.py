@@ -9,6 +9,7 @@ in the training tier, `gankit.training.persist.plots`. Every writer here goes th
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 from pathlib import Path
 
@@ -92,10 +93,29 @@ def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 
+_WRITERS = {"PNG": "PngImagePlugin", "JPEG": "JpegImagePlugin", "WEBP": "WebPImagePlugin"}
+
+
+def _load_writer(fmt: str) -> None:
+    """Register the one Pillow plugin that writes ``fmt``, and skip the rest.
+
+    ``Image.save`` first imports the BMP, GIF, JPEG, PPM and PNG plugins (``preinit``),
+    a tenth of a `gankit generate` cold start, for a format already known. With the
+    writer imported, Pillow is told that step is done; `Image.open` of any other format
+    still finds its plugin (it falls back to importing them all). Where a Pillow keeps
+    that flag under another name, nothing changes but the time.
+    """
+    importlib.import_module(f"PIL.{_WRITERS[fmt]}")
+    if getattr(Image, "_initialized", None) == 0:
+        Image._initialized = 1
+
+
 def _write_png(image: Image.Image, path, what: str) -> Path:
     path = Path(path)
+    fmt = _FORMATS.get(path.suffix.lower(), "PNG")
+    _load_writer(fmt)
     with atomic_write(path, what) as handle:
-        image.save(handle, format=_FORMATS.get(path.suffix.lower(), "PNG"))
+        image.save(handle, format=fmt)
     return path
 
 

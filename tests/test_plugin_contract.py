@@ -636,14 +636,34 @@ def guide_dist(tmp_path: Path, module: str, name: str) -> Path:
         f"{module}/__init__.py")}, {name: f"{module}:plugin"})
 
 
+GUIDE_PLUGINS = {"my-gan": "my_gan", "r1-gan": "r1_gan", "wgan-gp": "wgan_gp"}
+
+
 @pytest.fixture
 def guide_plugins(monkeypatch, tmp_path):
-    dirs = {"r1-gan": guide_dist(tmp_path, "r1_gan", "r1-gan"), "wgan-gp": guide_dist(tmp_path, "wgan_gp", "wgan-gp")}
+    dirs = {name: guide_dist(tmp_path, module, name) for name, module in GUIDE_PLUGINS.items()}
     for d in dirs.values():
         monkeypatch.syspath_prepend(str(d))
     yield dirs
-    for module in ("r1_gan", "wgan_gp"):
+    for module in GUIDE_PLUGINS.values():
         sys.modules.pop(module, None)
+
+
+def test_every_python_block_in_the_guide_parses():
+    import ast
+
+    blocks = re.findall(r"```python\n(.*?)\n```", GUIDE.read_text(), re.S)
+    assert len(blocks) >= 6
+    for block in blocks:
+        ast.parse(block)
+
+
+def test_the_smallest_plugin_in_the_guide_loads_and_conforms(guide_plugins):
+    from gankit.testing import check_plugin
+
+    plugin = registry.load_plugin("my-gan")
+    assert registry.origin_of("my-gan") == "plugin 'my-gan' from gk-my-gan 1.0 (my_gan:plugin)"
+    assert check_plugin(plugin, classes=(0, 1), export=False).ok
 
 
 def test_the_r1_example_conforms_and_logs_its_lazy_penalty(guide_plugins, tmp_path):
@@ -771,7 +791,7 @@ def test_the_example_plugin_does_not_require_gankit_from_an_index():
 
     project = tomllib.loads((REPO / "plugins/gankit-hinge/pyproject.toml").read_text())["project"]
     assert not [d for d in project["dependencies"] if re.match(r"gankit\b", d)]
-    assert "pip install -e \"/path/to/gankit[train]\"" in GUIDE.read_text()
+    assert 'pip install -c /path/to/gankit/constraints.txt -e "/path/to/gankit[train]"' in GUIDE.read_text()
 
 
 def test_usage_errors_stay_usage_errors():

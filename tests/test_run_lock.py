@@ -319,12 +319,13 @@ def test_lock_names_the_holder_and_a_killed_holder_blocks_nobody(tmp_path):
     assert lock.held_by_this_process(run)
     lock.release(key)
     assert not lock.held_by_this_process(run)
+    assert not (run / lock.LOCK_NAME).exists()  # the holder removes it when done
 
 
 def test_lock_of_a_new_folder_that_stays_empty_leaves_nothing(tmp_path):
     with lock.run_folder_lock(tmp_path / "runs" / "new", "train"):
         assert (tmp_path / "runs" / "new" / lock.LOCK_NAME).is_file()
-    assert not (tmp_path / "runs" / "new").exists()
+    assert not (tmp_path / "runs").exists()  # and the parent it made for it
     with pytest.raises(UsageError, match="not a folder"):
         (tmp_path / "file").write_text("x")
         lock.acquire(tmp_path / "file", "train")

@@ -22,7 +22,6 @@ the classifier never saw.
 from __future__ import annotations
 
 import functools
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +30,13 @@ from typing import Mapping
 import numpy as np
 
 from gankit.errors import ModelFileError, UsageError
+from gankit.inputs import bounded
 from gankit.eval.protocol import PROTOCOL_VERSION
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 REFERENCE_JSON = "eval_reference.json"
+# The shipped reference's JSON is ~20 KB; a folder given instead is read within this.
+MAX_REFERENCE_JSON_BYTES = 16 << 20
 SPLITS = ("test", "train")
 FORMAT_VERSION = 2
 
@@ -86,7 +88,7 @@ def _load_npy(path: Path) -> np.ndarray:
 def _load(split: str, folder: str) -> Reference:
     root = Path(folder)
     try:
-        meta = json.loads((root / REFERENCE_JSON).read_text())
+        meta = bounded.load_file(root / REFERENCE_JSON, limit=MAX_REFERENCE_JSON_BYTES)
         own, real, cross = meta["splits"][split], meta["splits"]["test"], meta["cross"][split]
         fmt, sha, dim = meta["format"], meta["classifier_sha256"], int(meta["feature_dim"])
         version = meta["protocol"]["protocol_version"]

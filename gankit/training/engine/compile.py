@@ -28,7 +28,9 @@ kernels and gives the same bits.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
@@ -109,6 +111,20 @@ class _Snapshot:
             self.sampler[0].load_state(self.sampler[1])
 
 
+@contextlib.contextmanager
+def _compiler_logs_quiet():
+    """Keep the compiler's own log lines (kept temp folders, retries) out of a failed compile's one line."""
+    loggers = [logging.getLogger(name) for name in ("torch._inductor", "torch._dynamo")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
@@ -156,7 +172,8 @@ class CompiledStep:
         try:
             if self._mark_steps:
                 torch.compiler.cudagraph_mark_step_begin()
-            out = self.train_step(ctx, real, labels)
+            with _compiler_logs_quiet():
+                out = self.train_step(ctx, real, labels)
         except Exception as exc:  # noqa: BLE001 - compiling happens here, in the first step
             snapshot.restore()
             self._fall_back(exc)

@@ -9,10 +9,11 @@ command that writes the folder:
   file's existence means nothing, only a live holder does;
 * a second writer does not wait: it stops at once with `RunFolderBusy` (exit 1), one
   line naming the holder's PID and command, which the holder writes into the file;
-* the file is never deleted while a run folder is in use (a takeover keeps it), except
-  by its own holder when the folder holds nothing else, and a locker that finds the
-  file replaced after it locked (another process deleted it) tries again, so two
-  processes can never each hold "the" lock of one folder;
+* the holder removes the file when it is done (and the folders it created, when nothing
+  else was written there), so a finished run's folder holds only what the run wrote; a
+  takeover never deletes it; and a locker that finds the file gone or replaced once it
+  has locked it tries again, so two processes can never each hold "the" lock of one
+  folder;
 * within one process the lock is re-entrant (`gankit train` holds it and the trainer
   it starts asks again), counted per folder.
 
@@ -48,7 +49,7 @@ class RunLockError(GankitError):
     """The run folder's lock file could not be created or locked (permissions, a read-only disk)."""
 
 
-# realpath of the folder -> [fd, count, created_folder]
+# realpath of the folder -> [fd, count, folders acquire created (deepest first)]
 _HELD: dict[str, list] = {}
 
 
@@ -90,23 +91,36 @@ def acquire(folder: str | os.PathLike, command: str) -> str:
     """Lock ``folder`` (created if missing) for this process; return its key for `release`.
 
     Raises `RunFolderBusy` naming the holder when another process holds it, UsageError
-    when ``folder`` exists and is not a folder, `RunLockError` when the lock file cannot
-    be made.
+    when ``folder`` exists and is not a folder or cannot be created, `RunLockError` when
+    the lock file cannot be made or locked.
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder} exists and is not a folder; pick another --name or --runs-dir")
-    created = not folder.exists()
+    created = []  # the folders this call makes, deepest first: removed again if nothing is written
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        current = folder
+        while not current.exists() and current.parent != current:
+            created.append(current)
+            current = current.parent
+        for missing in reversed(list(created)):
+            try:
+                missing.mkdir()
+            except FileExistsError:  # another process made it meanwhile: not ours to remove
+                if not missing.is_dir():
+                    raise
+                created.remove(missing)
     except OSError as exc:
-        raise RunLockError(f"cannot create the run folder {folder}: {exc.strerror or exc}") from None
+        for made in created:
+            with contextlib.suppress(OSError):
+                made.rmdir()
+        raise UsageError(f"cannot create the run folder {folder}: {exc.strerror or exc}") from None
     key = os.path.realpath(folder)
     if key in _HELD:
         _HELD[key][1] += 1
         return key
     if fcntl is None:  # pragma: no cover - Windows: no lock
-        _HELD[key] = [None, 1, False]
+        _HELD[key] = [None, 1, []]
         return key
     path = folder / LOCK_NAME
     for _ in range(20):
@@ -137,7 +151,7 @@ def acquire(folder: str | os.PathLike, command: str) -> str:
 
 
 def release(key: str) -> None:
-    """Undo one `acquire`; the last one unlocks (and removes a folder it created that holds nothing else)."""
+    """Undo one `acquire`; the last one unlocks (and removes the folders it created, if nothing else was written)."""
     held = _HELD.get(key)
     if held is None:
         return
@@ -150,13 +164,13 @@ def release(key: str) -> None:
         return
     folder = Path(key)
     with contextlib.suppress(OSError):
-        if created and [e.name for e in os.scandir(folder)] == [LOCK_NAME]:
-            # Still locked while it goes, so no one can be holding it; a process that opened
-            # it meanwhile sees it replaced and starts over (`acquire`).
+        if _same_file(fd, folder / LOCK_NAME):
+            # Removed while still locked, so no one else can hold it; a process that opened it
+            # meanwhile finds it gone once it gets the lock, and starts over (`acquire`).
             os.unlink(folder / LOCK_NAME)
-            os.rmdir(folder)
-        else:
-            os.ftruncate(fd, 0)
+    with contextlib.suppress(OSError):
+        for made in created:  # the run folder, then the parents made for it, while they are empty
+            os.rmdir(made)
     os.close(fd)
 
 
