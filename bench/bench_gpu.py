@@ -56,6 +56,9 @@ from gankit.training.engine.trainer import Trainer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = ("off", "default", "reduce-overhead")
+# What `--compile auto` may pick: a mode at least this much faster than eager whose compile
+# time is paid back within this many steps (a few minutes of a default 18,000-step run).
+MIN_SPEEDUP, MAX_PAYBACK_STEPS = 1.10, 2000
 # Ops that only make views or move metadata: their self time is dispatch overhead, not a kernel.
 _METADATA_OPS = {
     "aten::view", "aten::as_strided", "aten::empty", "aten::empty_strided", "aten::reshape", "aten::_reshape_alias",
@@ -131,12 +134,13 @@ class Stepper:
             if len(self.losses) >= 50:
                 self.losses.clear()
 
-    def timed(self, n: int) -> float:
+    def timed(self, n: int) -> tuple[float, float]:
+        """(steps per wall second, CPU ms per step) over ``n`` steps."""
         sync(self.device)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         self.run(n)
         sync(self.device)
-        return n / (time.perf_counter() - start)
+        return n / (time.perf_counter() - start), (time.process_time() - cpu) / n * 1e3
 
     @property
     def fell_back(self) -> bool:
@@ -163,7 +167,8 @@ def kernel_share(stepper: Stepper, steps: int) -> tuple[float, list[tuple[str, f
                       if e.device_type.name == "CUDA"), key=lambda kv: -kv[1])
     else:
         def is_kernel(key: str) -> bool:
-            return (key.startswith("aten::") and key not in _METADATA_OPS) or key.startswith(("cpp_fused", "mkl", "onednn"))
+            # Inductor names its generated CPU kernels graph_<n>_cpp_fused_... (with enable_kernel_profile).
+            return (key.startswith("aten::") and key not in _METADATA_OPS) or "cpp_fused" in key
         busy = sum(e.self_cpu_time_total for e in averages if is_kernel(e.key))
         top = sorted(((e.key, e.self_cpu_time_total) for e in averages if is_kernel(e.key)), key=lambda kv: -kv[1])
     return busy / 1e6 / wall, [(k, v / 1e3 / steps) for k, v in top[:8]]
@@ -187,26 +192,45 @@ def bench_plugin(plugin_name: str, args, data, tmp: Path) -> dict:
     for s in steppers.values():
         s.run(args.warmup)
     rates: dict[str, list[float]] = {m: [] for m in steppers}
+    cpu_ms: dict[str, list[float]] = {m: [] for m in steppers}
     for r in range(args.rounds):
         order = list(steppers) if r % 2 == 0 else list(steppers)[::-1]
         for mode in order:
-            rates[mode].append(steppers[mode].timed(args.steps))
+            rate, cpu = steppers[mode].timed(args.steps)
+            rates[mode].append(rate)
+            cpu_ms[mode].append(cpu)
     out = {"precision": precision, "modes": {}}
-    eager_best = max(rates["off"]) if "off" in rates else None
+    eager_best = max(rates["off"])
     for mode, s in steppers.items():
         share, top = kernel_share(s, args.profile_steps)
         best = max(rates[mode])
         row = {"first_step_s": first[mode], "best_steps_per_s": best, "median_steps_per_s": statistics.median(rates[mode]),
-               "rounds": rates[mode], "kernel_share": share, "top_ops_ms_per_step": top,
-               "fell_back": s.fell_back, "messages": s.messages}
-        if eager_best and mode != "off" and not s.fell_back:
+               "rounds": rates[mode], "cpu_ms_per_step": min(cpu_ms[mode]), "cpu_rounds": cpu_ms[mode],
+               "kernel_share": share, "top_ops_ms_per_step": top, "fell_back": s.fell_back, "messages": s.messages}
+        if mode != "off" and not s.fell_back:
             row["speedup"] = best / eager_best
+            row["cpu_speedup"] = min(cpu_ms["off"]) / min(cpu_ms[mode])
             saved_per_step = 1 / eager_best - 1 / best
             extra = first[mode] - 1 / eager_best
             row["compile_s"] = extra
             row["pays_back_after_steps"] = (extra / saved_per_step) if saved_per_step > 0 else None
         out["modes"][mode] = row
     return out
+
+
+def recommendation(results: dict) -> str:
+    """The mode `--compile auto` should pick on this device: the fastest that pays on every plugin, else off."""
+    best, best_speed = "off", 1.0
+    for mode in MODES[1:]:
+        rows = [res["modes"].get(mode) for res in results.values()]
+        if not rows or any(r is None or "speedup" not in r for r in rows):
+            continue
+        speed = min(r["speedup"] for r in rows)
+        pays = all(r.get("pays_back_after_steps") is not None and r["pays_back_after_steps"] <= MAX_PAYBACK_STEPS
+                   for r in rows)
+        if pays and speed >= MIN_SPEEDUP and speed > best_speed:
+            best, best_speed = mode, speed
+    return best
 
 
 def markdown(results: dict, header: dict) -> str:
@@ -216,18 +240,27 @@ def markdown(results: dict, header: dict) -> str:
              f"torch {header['torch']}; Python {header['python']}", "",
              f"Load average (1, 5, 15 min): {header['load_before']} before, {header['load_after']} after", "",
              f"Each mode: {header['rounds']} rounds of {header['steps']} steps after {header['warmup']} warm-up steps, "
-             "interleaved; best round, median in brackets. Kernel share from torch.profiler over "
+             "interleaved; best round, median in brackets. CPU ms/step is this process's CPU time per step "
+             "(best round): on a shared machine it measures the step where the wall clock measures the "
+             "other work too. Kernel share from torch.profiler over "
              f"{header['profile_steps']} steps.", "",
-             "| plugin | precision | mode | steps/s | vs eager | first step (s) | pays back after | kernel share |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+             "| plugin | precision | mode | steps/s | CPU ms/step | vs eager (wall, CPU) | first step (s) | "
+             "pays back after | kernel share |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for plugin, res in results.items():
         for mode, row in res["modes"].items():
-            vs = f"{row['speedup']:.2f}x" if "speedup" in row else ("fell back" if row["fell_back"] else "-")
+            vs = f"{row['speedup']:.2f}x, {row['cpu_speedup']:.2f}x" if "speedup" in row else \
+                ("fell back" if row["fell_back"] else "-")
             payback = row.get("pays_back_after_steps")
             pays = "-" if mode == "off" or row["fell_back"] else ("never" if payback is None else f"{payback:,.0f} steps")
             lines.append(f"| {plugin} | {res['precision']} | {mode} | {row['best_steps_per_s']:.1f} "
-                         f"({row['median_steps_per_s']:.1f}) | {vs} | {row['first_step_s']:.1f} | {pays} | "
+                         f"({row['median_steps_per_s']:.1f}) | {row['cpu_ms_per_step']:.1f} | {vs} | "
+                         f"{row['first_step_s']:.1f} | {pays} | "
                          f"{row['kernel_share']:.0%} |")
+    lines += ["", f"For `--compile auto` on {header['device']}: **{header['recommendation']}** (the fastest mode at least "
+              f"{MIN_SPEEDUP:.2f}x eager on every plugin whose compile time is paid back within "
+              f"{MAX_PAYBACK_STEPS:,} steps; `AUTO` in gankit/training/engine/compile.py says "
+              f"`{header['auto_now']}`).", ""]
     lines += ["", "Top ops by time per step (ms):", ""]
     for plugin, res in results.items():
         for mode, row in res["modes"].items():
@@ -278,6 +311,10 @@ def main() -> None:
             results[plugin] = bench_plugin(plugin, args, data, Path(tmp))
             print(f"{plugin}: done (load {load_line()})", file=sys.stderr)
     header["load_after"] = load_line()
+    header["recommendation"] = recommendation(results)
+    from gankit.training.engine.compile import AUTO
+
+    header["auto_now"] = AUTO.get(args.device, "off")
     text = markdown(results, header)
     print("\n" + text)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Training speed: gankit's train loop against a faithful transcription of the PyTorch seed's loop.
 
-Heavy tier (torch). Run: ``python bench/bench_train_speed.py [--steps 300] [--repeats 3]``.
+Heavy tier (torch). Run: ``python bench/bench_train_speed.py [--steps 300] [--repeats 3] [--profile]``.
 
 The baseline is ../shared/seeds/004_156ffc9b714fac87.txt as written: a Dataset that turns
 each sample into a PIL image and applies ToTensor + Normalize(0.5, 0.5) one by one (what
@@ -10,12 +10,20 @@ nets, nn.BCELoss on sigmoid outputs, Adam 2e-4, a fresh z for the G step, and
 ``.item()`` on both losses every step. Both loops run on the same data (real MNIST),
 in the same process, interleaved, so machine noise hits both alike.
 
-gankit's side is the real `Trainer.run()` (pytorch-mlp preset, batch 32, fp32) with
-logging every 50 steps; steps/s is measured over whole log intervals after the first.
+gankit's side is the real `Trainer.run()` (pytorch-mlp preset, batch 32) with logging
+every 50 steps, at the default precision (``--precision auto``: bf16 autocast where the
+CPU has native bf16 and a timed trial says it pays, else fp32; the table says which) and
+in fp32; steps/s is measured over whole log intervals after the first.
+
+Every rate is given in wall time and in CPU time (the process's CPU seconds per step):
+on a machine shared with other work the wall clock mostly measures the others, while CPU
+time still measures the step (with one torch thread it is the quiet machine's wall time).
+The load average before and after is printed with the table.
 
 It also reports how close each step is to the machine's limit: FLOPs per step counted
-from the layer shapes, divided by the step time, against a plain fp32 matrix-multiply
-benchmark on the same cores.
+from the layer shapes, divided by the step time, against a plain matrix-multiply
+benchmark on the same cores in fp32 and in bf16. ``--profile`` adds where a gankit
+step's time goes (torch.profiler), which is what bounds the ratio to the seed.
 """
 
 from __future__ import annotations
@@ -36,11 +44,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import shared_mnist, steady_steps_per_s  # noqa: E402  (bench/ is on sys.path as the script's folder)
+from common import STEP_PARTS, load_average, shared_mnist, steady_steps_per_s, step_breakdown  # noqa: E402
 from gankit.config import TrainConfig  # noqa: E402
 from gankit.data import load_dataset  # noqa: E402
 from gankit.registry import load_plugin  # noqa: E402
-from gankit.training.engine.trainer import Trainer  # noqa: E402
+from gankit.training.engine.trainer import Callbacks, Trainer  # noqa: E402
 
 BATCH = 32
 Z = 100
@@ -101,8 +109,8 @@ class SeedMNIST(torch.utils.data.Dataset):
         return t, target
 
 
-def seed_loop(images, labels, steps: int) -> float:
-    """Steps/s of the seed's loop over ``steps`` steps (after 20 warm-up steps)."""
+def seed_loop(images, labels, steps: int) -> tuple[float, float]:
+    """(steps per wall second, steps per CPU second) of the seed's loop over ``steps`` steps (after 20 warm-up steps)."""
     torch.manual_seed(0)
     mnist_dim = 784
     G, D = SeedGenerator(Z, mnist_dim), SeedDiscriminator(mnist_dim)
@@ -132,28 +140,71 @@ def seed_loop(images, labels, steps: int) -> float:
         g_optimizer.step()
         return g_loss.item()
 
-    done, t0 = 0, None
+    done, t0, c0 = 0, None, None
     while True:
         for x, _ in loader:
             if done == 20:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
             d_train(x)
             g_train(x)
             done += 1
             if done == steps + 20:
-                return steps / (time.perf_counter() - t0)
+                return steps / (time.perf_counter() - t0), steps / (time.process_time() - c0)
 
 
 # ---------------------------------------------------------------- gankit
-def gankit_loop(images, labels, steps: int, precision: str = "fp32") -> float:
+class _Clock(Callbacks):
+    """This process's CPU seconds at each log row."""
+
+    def __init__(self):
+        self.cpu: list[float] = []
+
+    def on_log(self, row) -> None:
+        self.cpu.append(time.process_time())
+
+
+def gankit_loop(images, labels, steps: int, precision: str = "fp32") -> tuple[float, float, str]:
+    """(steps per wall second, steps per CPU second, the precision that ran) of gankit's loop."""
     log_every = 50
     cfg = TrainConfig(steps=steps + log_every, batch_size=BATCH, log_every=log_every, sample_every=10**9,
                       checkpoint_every=10**9, precision=precision, device="cpu", preset="pytorch-mlp").validate()
+    clock = _Clock()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, load_plugin("unconditional"), images, labels, Path(tmp) / "run",
-                          dataset_name="mnist")
+                          dataset_name="mnist", callbacks=clock)
         result = trainer.run()
-    return steady_steps_per_s(result.metrics, log_every)
+    cpu_rate = (len(clock.cpu) - 1) * log_every / (clock.cpu[-1] - clock.cpu[0])
+    return steady_steps_per_s(result.metrics, log_every), cpu_rate, trainer.cfg.precision
+
+
+def gankit_profile(images, labels, precision: str, steps: int = 20) -> dict[str, float]:
+    """ms per step in each part of a steady gankit step (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from gankit.plugin_api import Nets
+    from gankit.training.engine.context import make_step_context
+    from gankit.training.engine.step import standard_step
+
+    cfg = TrainConfig(steps=10**9, batch_size=BATCH, precision=precision, device="cpu", preset="pytorch-mlp",
+                      compile="off").validate()
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Trainer(cfg, load_plugin("unconditional"), images, labels, Path(tmp) / "run", dataset_name="mnist")
+        ctx = make_step_context(Nets(t.G, t.D), t.spec, opt_g=t.opt_g, opt_d=t.opt_d, next_batch=t.sampler.next,
+                                loss=cfg.loss, noise=cfg.noise, torch_generator=t.noise_gen, d_steps=cfg.d_steps,
+                                precision=cfg.precision, device=t.device)
+
+        def run(n: int, first: int) -> None:
+            for i in range(first, first + n):
+                ctx.step = i
+                real, lab = t.sampler.next()
+                standard_step(ctx, real, lab)
+
+        run(5, 0)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
+            run(steps, 5)
+            wall_ms = (time.perf_counter() - start) * 1e3
+    return step_breakdown(prof, wall_ms, steps)
 
 
 # ---------------------------------------------------------------- the machine's limit
@@ -176,8 +227,8 @@ def mlp_step_flops(batch: int) -> float:
     return d_update + g_update
 
 
-def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(n: int = 1024, repeats: int = 20, dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
     t0 = time.perf_counter()
@@ -192,34 +243,64 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--data", default=shared_mnist(), help="MNIST IDX folder (default: %(default)s)")
     ap.add_argument("--bf16", action="store_true", help="also time gankit with bf16 autocast")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
+    ap.add_argument("--profile", action="store_true", help="also show where a gankit step's time goes")
     ap.add_argument("--json", type=Path, help="write the numbers here too")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     ds = load_dataset(args.data, "train", allow_download=False)
-    seed_rates, ours, ours_bf16 = [], [], []
-    for _ in range(args.repeats):
-        seed_rates.append(seed_loop(ds.images, ds.labels, args.steps))
-        ours.append(gankit_loop(ds.images, ds.labels, args.steps))
-        if args.bf16:
-            ours_bf16.append(gankit_loop(ds.images, ds.labels, args.steps, "bf16"))
-    seed_med, ours_med = statistics.median(seed_rates), statistics.median(ours)
+    load_before = load_average()
+    # Interleaved, so a change in machine load hits every loop alike.
+    loops = {"seed (DataLoader + per-sample ToTensor/Normalize)": lambda: (*seed_loop(ds.images, ds.labels, args.steps), "fp32"),
+             "gankit, default precision (auto)": lambda: gankit_loop(ds.images, ds.labels, args.steps, "auto"),
+             "gankit fp32": lambda: gankit_loop(ds.images, ds.labels, args.steps, "fp32")}
+    if args.bf16:
+        loops["gankit bf16 autocast"] = lambda: gankit_loop(ds.images, ds.labels, args.steps, "bf16")
+    runs: dict[str, list[tuple[float, float, str]]] = {name: [] for name in loops}
+    for r in range(args.repeats):
+        for name in (list(loops) if r % 2 == 0 else list(loops)[::-1]):
+            runs[name].append(loops[name]())
+    med = {name: (statistics.median(w for w, _, _ in rs), statistics.median(c for _, c, _ in rs)) for name, rs in runs.items()}
     peak = matmul_gflops()
+    peak_bf16 = matmul_gflops(dtype=torch.bfloat16)
     flops = mlp_step_flops(BATCH)
+    seed_name = next(iter(loops))
+    seed_wall, seed_cpu = med[seed_name]
 
     print(f"\nTraining speed, PyTorch seed recipe (MLP, batch {BATCH}, BCE, Adam 2e-4), CPU, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats} x {args.steps} steps\n")
-    print("| loop | steps/s | vs seed | achieved GFLOP/s | share of matmul peak |")
-    print("|---|---:|---:|---:|---:|")
-    print(f"| seed (DataLoader + per-sample ToTensor/Normalize) | {seed_med:.1f} | 1.00x | - | - |")
-    print(f"| gankit fp32 | {ours_med:.1f} | {ours_med / seed_med:.2f}x | {flops * ours_med / 1e9:.1f} | "
-          f"{flops * ours_med / 1e9 / peak:.0%} |")
-    result = {"seed_steps_per_s": seed_rates, "gankit_fp32_steps_per_s": ours, "ratio_fp32": ours_med / seed_med,
-              "step_gflop": flops / 1e9, "matmul_peak_gflops": peak}
-    if ours_bf16:
-        bf = statistics.median(ours_bf16)
-        print(f"| gankit bf16 autocast | {bf:.1f} | {bf / seed_med:.2f}x | - | - |")
-        result["gankit_bf16_steps_per_s"] = ours_bf16
-    print(f"\nplain fp32 matmul (1024^3): {peak:.1f} GFLOP/s; one gankit step = {flops / 1e9:.3f} GFLOP")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats} x {args.steps} steps; "
+          f"load average {load_before} before, {load_average()} after\n")
+    print("| loop | precision | steps/s (wall) | steps/s (CPU time) | vs seed (wall, CPU) | achieved GFLOP/s (CPU) "
+          "| share of matmul peak |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    result = {"load_before": load_before, "load_after": load_average(), "threads": torch.get_num_threads(),
+              "step_gflop": flops / 1e9, "matmul_peak_gflops": peak, "matmul_peak_gflops_bf16": peak_bf16, "loops": {}}
+    for name, (wall, cpu) in med.items():
+        precisions = ",".join(sorted({p for _, _, p in runs[name]}))
+        row = f"| {name} | {precisions} | {wall:.1f} | {cpu:.1f} | {wall / seed_wall:.2f}x, {cpu / seed_cpu:.2f}x |"
+        if name == seed_name:
+            row += " - | - |"
+        else:
+            achieved = flops * cpu / 1e9
+            ceiling = peak_bf16 if precisions == "bf16" else peak
+            row += f" {achieved:.1f} | {achieved / ceiling:.0%} |"
+        print(row)
+        result["loops"][name] = {"runs": runs[name], "wall_steps_per_s": wall, "cpu_steps_per_s": cpu,
+                                 "vs_seed_wall": wall / seed_wall, "vs_seed_cpu": cpu / seed_cpu}
+    print(f"\nplain matmul (1024^3): {peak:.1f} GFLOP/s fp32, {peak_bf16:.1f} GFLOP/s bf16; one gankit step = "
+          f"{flops / 1e9:.3f} GFLOP (shares of peak: CPU-time rate, against the peak of the precision that ran)")
+    if args.profile:
+        auto = runs["gankit, default precision (auto)"][0][2]
+        parts = {p: gankit_profile(ds.images, ds.labels, p) for p in dict.fromkeys([auto, "fp32"])}
+        print(f"\nWhere a gankit step's time goes (ms per step, torch.profiler self times; load {load_average()}):\n")
+        print("| part | " + " | ".join(parts) + " |")
+        print("|---|" + "---:|" * len(parts))
+        for part in [*STEP_PARTS, "other aten ops", "Python, dispatch, autograd"]:
+            print(f"| {part} | " + " | ".join(f"{v[part]:.2f}" for v in parts.values()) + " |")
+        print("| total | " + " | ".join(f"{sum(v.values()):.2f}" for v in parts.values()) + " |")
+        result["profile_ms_per_step"] = parts
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -188,6 +188,10 @@ BENCHMARKS = [
     ("per_digit", "Per-digit: ten digits at once against ten runs",
      "All ten digits in one vectorised run against ten single-digit runs of the same steps.",
      "python bench/bench_per_digit.py"),
+    ("gpu_", "Step speed per --compile mode",
+     "The per-digit and conditional steps (plugin defaults), eager against each `--compile` mode, on "
+     "the device named; see [Training speed and --compile](scaling.md).",
+     "python bench/bench_gpu.py --device cpu"),
     ("generate", "Generation: cold start and throughput without torch",
      "`gankit generate` in a torch-free virtualenv against torch eager running the same generator.",
      "python bench/bench_generate.py --runs 9"),

@@ -31,7 +31,7 @@ from gankit.config import (SETTINGS, TrainConfig, check_run_name, check_types, f
 from gankit.errors import UsageError
 
 # Settings that may change on --resume: how long and where to go on, not what is trained.
-RESUMABLE = ("steps", "device", "max_seconds")
+RESUMABLE = ("steps", "device", "max_seconds", "compile")
 
 
 def _cli_only() -> list[inspect.Parameter]:
@@ -51,8 +51,8 @@ def _cli_only() -> list[inspect.Parameter]:
         opt("runs_dir", Annotated[Optional[str], typer.Option(
             help="Where run folders go.  [default: runs]", rich_help_panel="Run")]),
         opt("resume", Annotated[Optional[Path], typer.Option(
-            help="Continue a run exactly from its last checkpoint (a run folder); only --steps, --device "
-                 "and --max-seconds may change.", rich_help_panel="Run")]),
+            help="Continue a run exactly from its last checkpoint (a run folder); only --steps, --device, "
+                 "--compile and --max-seconds may change.", rich_help_panel="Run")]),
         opt("quiet", Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.",
                                                   rich_help_panel="Outputs")], False),
         opt("progress_seconds", Annotated[Optional[float], typer.Option(
@@ -363,7 +363,7 @@ def _resume_plan(resume: Path, given: dict[str, Any], cli: dict[str, Any], held)
     changed = sorted(flag_of(k) for k in given if k not in RESUMABLE)
     changed += [f"--{k.replace('_', '-')}" for k in ("config", "lr", "name", "runs_dir") if cli[k] is not None]
     if changed:
-        raise UsageError(f"--resume continues the saved config; only --steps, --device and --max-seconds "
+        raise UsageError(f"--resume continues the saved config; only --steps, --device, --compile and --max-seconds "
                          f"may change (got {', '.join(changed)})")
     require_torch("train")
     from gankit.training.persist.checkpoint import load_checkpoint

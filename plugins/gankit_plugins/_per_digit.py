@@ -48,16 +48,33 @@ def _check_layout(labels: torch.Tensor, classes: tuple[int, ...], per_class: int
                          f"class order {list(classes)} (batch layout 'per-class')")
 
 
+_PER_CLASS: dict[int, tuple] = {}
+
+
 def _per_class(loss_fn):
+    """`_batched_losses` for ``loss_fn``, made once per loss function (the context's are made once per run)."""
+    cached = _PER_CLASS.get(id(loss_fn))
+    if cached is None or cached[0] is not loss_fn:
+        if len(_PER_CLASS) > 64:
+            _PER_CLASS.clear()
+        cached = _PER_CLASS[id(loss_fn)] = (loss_fn, _batched_losses(loss_fn))
+    return cached[1]
+
+
+def _batched_losses(loss_fn):
     """``loss_fn`` applied to each class's row of ``[K, B]`` score tensors, giving ``[K]`` losses.
 
     torch.func.vmap runs the K losses as one batched computation (a loss is a handful of
     tiny ops, so a Python loop would cost K times the kernel launches and autograd
-    nodes); a loss function vmap cannot trace falls back to the loop. Same numbers.
+    nodes); a loss function vmap cannot trace falls back to the loop. Same numbers. The
+    wrapper is made once per loss function: building the vmapped function at every call
+    doubled its cost.
     """
+    batched = torch.func.vmap(loss_fn)
+
     def losses(*scores: torch.Tensor) -> torch.Tensor:
         try:
-            return torch.func.vmap(loss_fn)(*scores)
+            return batched(*scores)
         except Exception:  # noqa: BLE001 - e.g. a plugin loss with data-dependent control flow
             return torch.stack([loss_fn(*(s[j] for s in scores)) for j in range(scores[0].shape[0])])
 
