@@ -154,7 +154,10 @@ def presets_reference() -> str:
              "Each preset is one of the five tutorials gankit grew from, as a gankit configuration. "
              "`gankit train --preset NAME` trains it; options given beside it override it, and "
              "`--plugin per-digit` or `--plugin conditional` makes it draw the digit asked for. "
-             "`gankit train --preset NAME --help` shows every default it gives.", ""]
+             "`gankit train --preset NAME --help` shows every default it gives.", "",
+             '<!-- docs-test: append "--steps 20" to "gankit train": a recipe trains for thousands of steps; '
+             'the test stops at step 20 (tests/test_train_cli.py trains every preset briefly) -->',
+             "```bash", "gankit train --preset dl4j-mlp --data mnist --name dl4j", "```", ""]
     for preset in PRESETS.values():
         flat = preset.config.flat()
         changed = {k: v for k, v in flat.items() if k != "preset" and v != base.get(k)}
@@ -165,9 +168,7 @@ def presets_reference() -> str:
                   f"the command line): {shown}.", ""]
         if preset.notes:
             lines += [md_text(preset.notes), ""]
-        lines += ['<!-- docs-test: append "--steps 20" to "gankit train": a recipe trains for thousands of steps; '
-                  'the test stops at step 20 -->',
-                  "```bash", f"gankit train --preset {preset.name} --data mnist --name {preset.name}", "```", ""]
+        lines += [f"Train it: `gankit train --preset {preset.name} --data mnist`.", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

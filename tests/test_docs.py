@@ -410,3 +410,17 @@ def test_every_command_and_option_has_help():
         sub = command.make_context(name, ["--help"], parent=ctx, resilient_parsing=True)
         for param in command.get_params(sub):
             assert param.help, f"gankit {name}: {param.opts or param.name} has no help text"
+
+
+def test_site_pages_link_only_to_pages_of_the_site():
+    """A link from a site page to a repository file (../bench/..., ../gankit/...) is broken on the
+    built site, and the strict build fails on it: name the file as code, or link the site's page."""
+    docs = REPO / "docs"
+    for page in sorted(docs.rglob("*.md")):
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:|#", target):
+                continue
+            resolved = (page.parent / target.split("#")[0]).resolve()
+            assert resolved.is_relative_to(docs.resolve()) and resolved.exists(), \
+                f"{page.relative_to(REPO)} links to {target}, which is not a page or picture of the site"

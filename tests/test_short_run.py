@@ -80,7 +80,7 @@ def test_an_early_stop_ends_with_where_it_stopped_and_the_resume_command(stopped
     last = proc.stderr.strip().splitlines()[-1]
     state = json.loads(sorted((root / "runs/brief/checkpoints").glob("step-*/manifest.json"))[-1].read_text())
     assert last.startswith(f"stopped early: {state['step']} steps in ")
-    assert f"step {state['step']} of 1000000 planned, --max-seconds 2 reached: 0% of the planned training" in last
+    assert f"{state['step']} of 1000000 planned steps, --max-seconds 2 reached: 0% of the planned training" in last
     assert "rougher and less varied" in last
     assert last.endswith(f"Resume with: gankit train --resume {root / 'runs' / 'brief'} --max-seconds 0")
 
@@ -89,7 +89,7 @@ def test_a_finished_run_ends_with_steps_reached_of_planned(tmp_path, mnist_dir):
     proc = run_cli("train", "--data", mnist_dir, "--runs-dir", tmp_path, "--name", "r", "--steps", 6,
                    *SMALL_NETS, *FP32, "--quiet", check=True)
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("done: 6 steps in ") and "; step 6 of 6 planned; checkpoint " in last
+    assert last.startswith("done: 6 steps in ") and "; 6 of 6 planned steps; checkpoint " in last
 
 
 def test_generate_given_a_run_folder_prints_the_export_command_that_works(stopped_run):
@@ -124,7 +124,7 @@ def test_a_few_hundred_default_per_digit_steps_export_digits_a_classifier_reads(
     proc = run_cli("train", "--plugin", "per-digit", "--data", mnist_dir, "--steps", 500, *FP32,
                    "--runs-dir", tmp_path, "--name", "short", "--quiet", check=True)
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("done: 500 steps in ") and "step 500 of 500 planned" in last
+    assert last.startswith("done: 500 steps in ") and "500 of 500 planned steps" in last
     run_cli("export", tmp_path / "short", "-o", tmp_path / "short.onnx", check=True)
     run_cli("evaluate", tmp_path / "short.onnx", "-n", 1000, "--json", tmp_path / "report.json", check=True)
     report = json.loads((tmp_path / "report.json").read_text())
@@ -187,7 +187,7 @@ def test_fast_arguments_read_plain_command_lines(args, expected):
 
 
 @pytest.mark.parametrize("args", [["--help"], ["-n"], ["-n", "x"], ["-n", "1e3"], ["--all=1"], ["-d", "--all"],
-                                  ["extra"], ["--", "-d", "3"], ["--count5"], ["-o", "-"]])
+                                  ["extra"], ["--", "-d", "3"], ["--count5"], ["-o", "-"], ["-n", "9" * 5000]])
 def test_anything_else_goes_through_typer(args):
     from gankit.cli.generate import fast_arguments
 

@@ -168,7 +168,7 @@ def test_non_finite_loss_stops_with_a_message(tmp_path, mnist_dir):
 
 def test_help_shows_the_effective_defaults_choices_and_plain_flags():
     plain = run_cli("train", "--help", check=True).stdout
-    assert "<bce|ls>" in plain and "<auto|cpu|cuda>" in plain  # fixed choices shown as choices
+    assert "[bce|ls]" in plain and "[auto|cpu|cuda]" in plain  # fixed choices shown as choices
     assert "<bool>" not in plain and "--no-ls-sigmoid" in plain  # flags take no value
     assert "[default: 32]" in plain and "[default: 256,512,1024]" in plain and "(" + "32)" not in plain
     cond = run_cli("train", "--plugin", "conditional", "--help", check=True).stdout

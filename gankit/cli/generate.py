@@ -110,7 +110,8 @@ OPTIONS = {
 }
 DEFAULTS = {"digit": None, "all_digits": False, "count": 8, "seed": 0, "output": "digits.png", "model": None,
             "scale": 1}
-_PLAIN_INT = re.compile(r"-?[0-9]+")
+# At most 100 digits: Python refuses to parse over 4,300, and 2**64 has 20.
+_PLAIN_INT = re.compile(r"-?[0-9]{1,100}")
 
 
 def fast_arguments(args: list[str]) -> Optional[dict]:

@@ -496,10 +496,10 @@ def _closing_line(result, cfg: TrainConfig, run_dir: Path) -> str:
     resumed = f" (resumed at step {result.start_step}; now at {result.steps})" if result.start_step else ""
     ran = f"{result.steps_run} steps in {result.seconds:.1f}s, {rate:.1f} steps/s{resumed}"
     if not result.stopped_early:
-        return (f"[green]done[/]: {ran}; step {result.steps} of {result.planned} planned; "
+        return (f"[green]done[/]: {ran}; {result.steps} of {result.planned} planned steps; "
                 f"checkpoint {escape(str(result.last_checkpoint))}")
     # --max-seconds is saved with the run: a plain --resume would stop after another budget.
-    return (f"[yellow]stopped early[/]: {ran}; step {result.steps} of {result.planned} planned, --max-seconds "
+    return (f"[yellow]stopped early[/]: {ran}; {result.steps} of {result.planned} planned steps, --max-seconds "
             f"{cfg.max_seconds:g} reached: {early_stop_note(result.steps, result.planned)}. Resume with: "
             f"gankit train --resume {escape(shlex.quote(str(run_dir)))} --max-seconds 0")
 
