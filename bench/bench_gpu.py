@@ -11,7 +11,10 @@ For each plugin (its ``train_defaults``, real MNIST) and each mode (``off`` = ea
 sampler and EMA, wraps the plugin's step exactly as ``gankit train --compile MODE`` does
 (`gankit.training.engine.compile.CompiledStep`), and then:
 
-* times the first step (for a compiled mode: the compile time);
+* times the first step (for a compiled mode: the compile time). Inductor's on-disk cache
+  starts empty (a temporary folder; ``--warm-cache`` keeps the user's), so the first
+  compiled mode of each plugin pays a cold compile, as on a fresh machine; a later mode
+  reuses what the process already compiled;
 * runs ``--warmup`` steps, then ``--rounds`` rounds of ``--steps`` steps, the modes
   interleaved round by round so that a change in machine load hits every mode alike;
   a mode's rate is its best round (the least disturbed), the median is shown beside it;
@@ -239,6 +242,8 @@ def markdown(results: dict, header: dict) -> str:
              f"Device: {header['device_name']}; CPU: {header['cpu']}; {header['threads']} torch threads; "
              f"torch {header['torch']}; Python {header['python']}", "",
              f"Load average (1, 5, 15 min): {header['load_before']} before, {header['load_after']} after", "",
+             f"Inductor cache: {header['inductor_cache']}; a plugin's first compiled mode pays the compile, a later "
+             "mode reuses what the process compiled.", "",
              f"Each mode: {header['rounds']} rounds of {header['steps']} steps after {header['warmup']} warm-up steps, "
              "interleaved; best round, median in brackets. CPU ms/step is this process's CPU time per step "
              "(best round): on a shared machine it measures the step where the wall clock measures the "
@@ -283,6 +288,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=common.shared_mnist(), help="MNIST IDX folder (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder for gpu_<device>.json / .md")
+    ap.add_argument("--warm-cache", action="store_true", help="use the user's inductor cache, not an empty one")
     args = ap.parse_args()
     args.modes = ["off", *[m for m in args.modes.split(",") if m and m != "off"]]
     bad = [m for m in args.modes if m not in MODES]
@@ -307,6 +313,9 @@ def main() -> None:
     data = load_dataset(args.data, "train", allow_download=False)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        if not args.warm_cache:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "inductor-cache")
+        header["inductor_cache"] = "user's (warm)" if args.warm_cache else "empty at start (cold)"
         for plugin in [p for p in args.plugins.split(",") if p]:
             results[plugin] = bench_plugin(plugin, args, data, Path(tmp))
             print(f"{plugin}: done (load {load_line()})", file=sys.stderr)

@@ -342,3 +342,26 @@ def test_lock_file_that_is_a_fifo_or_symlink_is_refused(tmp_path):
     with pytest.raises(lock.RunLockError):
         lock.acquire(run, "train")
     assert not (tmp_path / "elsewhere").exists()
+
+
+RACE = ("import sys, time\n"
+        "from gankit.training.persist.lock import acquire, RunFolderBusy\n"
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+        "try:\n"
+        "    acquire(sys.argv[1], 'racer')\n"
+        "    print('won', flush=True)\n"
+        "    time.sleep(8)\n"
+        "except RunFolderBusy as exc:\n"
+        "    print('lost', exc, flush=True)\n")
+
+
+@pytest.mark.slow
+def test_racers_on_a_new_folder_get_one_lock(tmp_path):
+    """Processes that lock the same new folder at the same instant: exactly one wins, each time."""
+    for attempt in range(2):
+        folder = tmp_path / f"runs{attempt}" / "new"
+        at = time.time() + 4.0  # after every interpreter has started
+        racers = [subprocess.Popen([sys.executable, "-c", RACE, str(folder), str(at)], stdout=subprocess.PIPE,
+                                   text=True) for _ in range(4)]
+        outcomes = [r.communicate(timeout=60)[0].split()[0] for r in racers]
+        assert sorted(outcomes) == ["lost", "lost", "lost", "won"], outcomes

@@ -57,7 +57,7 @@ class _Stream:
         blocks, after = [], []
         while len(after) < count:
             fit = (len(self.indices) - pos) // n
-            if fit == 0:
+            if fit <= 0:
                 epoch, pos = epoch + 1, 0
                 continue
             take = min(fit, count - len(after))

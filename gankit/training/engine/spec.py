@@ -70,38 +70,43 @@ def _numel(nets: Nets) -> int:
 
 def build_checked(plugin: GanPlugin, spec: NetSpec, *, error: type[GankitError],
                   fits: Optional[Callable[[Nets], None]] = None) -> Nets:
-    """``plugin.build(spec)``, once a dry build on torch's meta device (no memory) has shown
-    the nets hold at most `MAX_PARAMETERS` numbers and ``fits(dry_nets)`` has not raised.
+    """``plugin.build(spec)`` as one guarded step: a build that fails for lack of memory
+    (widths too large for this machine) is ``error``, never a traceback.
 
-    Export passes ``fits`` to compare the nets with a checkpoint's tensors (names, shapes,
-    dtypes) before anything real is allocated, so what it builds is never larger than
-    what the checkpoint holds on disk. The dry build runs on copies of every RNG state,
-    so the real build draws what it would have drawn alone. A plugin whose build cannot
-    run on the meta device skips the dry run. A build that fails for lack of memory is
-    ``error`` too, never a traceback.
+    With ``fits`` (export, whose config comes from a checkpoint that may lie), the nets are
+    first built dry, on torch's meta device (no memory): they must hold at most
+    `MAX_PARAMETERS` numbers and ``fits(dry_nets)`` (a comparison with the checkpoint's
+    tensors: names, shapes, dtypes) must pass before anything real is allocated, so what
+    export builds is never larger than what the checkpoint holds on disk. The dry build
+    runs on copies of every RNG state, so the real build draws what it would have drawn
+    alone; a plugin whose build cannot run on the meta device skips it (and ``fits`` is
+    the caller's to run on the real nets). Training builds from a config that
+    `TrainConfig.validate` bounded (widths, layers) and skips the dry build: on the meta
+    device, ``nn.init.normal_`` imports torch's compiler stack, seconds per run.
     """
     import random
 
     import numpy as np
     import torch
 
-    saved = torch.get_rng_state(), random.getstate(), np.random.get_state()
-    try:
-        with torch.device("meta"):
-            dry: Any = plugin.build(spec)
-    except Exception:  # noqa: BLE001 - e.g. .item() on a meta tensor: measure nothing, build for real
-        dry = None
-    finally:
-        torch.set_rng_state(saved[0])
-        random.setstate(saved[1])
-        np.random.set_state(saved[2])
+    dry: Any = None
+    if fits is not None:
+        saved = torch.get_rng_state(), random.getstate(), np.random.get_state()
+        try:
+            with torch.device("meta"):
+                dry = plugin.build(spec)
+        except Exception:  # noqa: BLE001 - e.g. .item() on a meta tensor: measure nothing, build for real
+            dry = None
+        finally:
+            torch.set_rng_state(saved[0])
+            random.setstate(saved[1])
+            np.random.set_state(saved[2])
     if isinstance(dry, Nets):
         count = _numel(dry)
         if count > MAX_PARAMETERS:
             raise error(f"plugin {plugin.name!r} would build nets of {count:,} parameters for this config "
                         f"(at most {MAX_PARAMETERS:,}); check the widths (g_hidden, d_hidden, z_dim)")
-        if fits is not None:
-            fits(dry)
+        fits(dry)
     try:
         return plugin.build(spec)
     except (MemoryError, RuntimeError) as exc:  # e.g. widths too large for this machine's memory

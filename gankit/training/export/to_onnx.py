@@ -316,7 +316,12 @@ def default_export_path(path: str | os.PathLike) -> Path:
 
 def export_from_checkpoint(path: str | os.PathLike, out_path: str | os.PathLike | None = None, *,
                            tolerance: float = 1e-4) -> ParityReport:
-    """Export the latest checkpoint of a run folder (or one checkpoint directory)."""
+    """Export the latest checkpoint of a run folder (or one checkpoint directory).
+
+    An export whose file goes inside the run folder holds the folder's lock while it runs
+    (`gankit.training.persist.lock`): a training run or a resume there stops it, and it
+    stops them. One that writes elsewhere only reads the run.
+    """
     from gankit.training.export.source import load_export_source
 
     path = Path(path)

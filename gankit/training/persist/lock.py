@@ -122,7 +122,22 @@ def acquire(folder: str | os.PathLike, command: str) -> str:
     if fcntl is None:  # pragma: no cover - Windows: no lock
         _HELD[key] = [None, 1, []]
         return key
-    path = folder / LOCK_NAME
+    try:
+        fd = _lock(folder / LOCK_NAME, folder)
+    except BaseException:
+        for made in created:  # only while empty: a holder's lock file keeps its folder
+            with contextlib.suppress(OSError):
+                made.rmdir()
+        raise
+    with contextlib.suppress(OSError):  # the PID is for the message only; a full disk must not stop a run
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
+    _HELD[key] = [fd, 1, created]
+    return key
+
+
+def _lock(path: Path, folder: Path) -> int:
+    """An fd of the lock file at ``path``, exclusively flocked, checked to still be the file there."""
     for _ in range(20):
         try:
             fd = _open_lock_file(path)
@@ -139,15 +154,9 @@ def acquire(folder: str | os.PathLike, command: str) -> str:
             os.close(fd)
             raise RunLockError(f"cannot lock {path}: {exc.strerror or exc}") from None
         if _same_file(fd, path):
-            break
+            return fd
         os.close(fd)  # its last holder removed it while we waited: lock the file that is there now
-    else:
-        raise RunLockError(f"cannot lock {path}: it keeps being replaced")
-    with contextlib.suppress(OSError):  # the PID is for the message only; a full disk must not stop a run
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
-    _HELD[key] = [fd, 1, created]
-    return key
+    raise RunLockError(f"cannot lock {path}: it keeps being replaced")
 
 
 def release(key: str) -> None:
