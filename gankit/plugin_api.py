@@ -670,7 +670,7 @@ def _is_tensor(value: Any) -> bool:
     return all(hasattr(value, a) for a in ("numel", "requires_grad", "detach", "shape"))
 
 
-def _value_problem(value: Any) -> Optional[str]:
+def _value_problem(value: Any, check_finite: bool = True) -> Optional[str]:
     if isinstance(value, bool):
         return "is a bool, not a number"
     if _is_tensor(value):
@@ -683,7 +683,7 @@ def _value_problem(value: Any) -> Optional[str]:
         x = float(value)
     else:
         return f"is {type(value).__name__}, not a number or a 0-d tensor"
-    return None if math.isfinite(x) else f"is not finite ({x})"
+    return None if not check_finite or math.isfinite(x) else f"is not finite ({x})"
 
 
 def reserved_key(key: str) -> bool:
@@ -691,8 +691,12 @@ def reserved_key(key: str) -> bool:
     return key in RESERVED_LOG_KEYS or key.endswith(COUNT_SUFFIX) or key.startswith(EVAL_PREFIX)
 
 
-def step_output_problems(out: Any) -> list[str]:
-    """What is wrong with one step's result (empty when it honours the rules): dict, keys, scalar values."""
+def step_output_problems(out: Any, check_finite: bool = True) -> list[str]:
+    """What is wrong with one step's result (empty when it honours the rules): dict, keys, scalar values.
+
+    ``check_finite=False`` leaves non-finite ``d_loss`` / ``g_loss`` alone: the trainer reports
+    a diverged loss itself, with advice on the settings, since it is rarely the plugin's fault.
+    """
     if not isinstance(out, Mapping):
         return [f"its step returned {type(out).__name__}, not a dict; return "
                 "{'d_loss': ..., 'g_loss': ...} with Python numbers or detached 0-d tensors"]
@@ -707,7 +711,7 @@ def step_output_problems(out: Any) -> list[str]:
         elif reserved_key(key):
             problems.append(f"its step returned {key!r}, a name the trainer's log uses itself; rename it")
         else:
-            why = _value_problem(value)
+            why = _value_problem(value, check_finite or key not in REQUIRED_LOSSES)
             if why:
                 problems.append(f"its step's {key!r} {why}")
     return problems

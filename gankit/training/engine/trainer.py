@@ -567,7 +567,7 @@ class Trainer:
             if not isinstance(losses, Mapping) or any(k not in losses for k in REQUIRED_LOSSES):
                 raise self._plugin_failure("; ".join(step_output_problems(losses)) or "bad step result", last_ckpt)
             return losses
-        problems = step_output_problems(losses)
+        problems = step_output_problems(losses, check_finite=False)  # a diverged loss: see the log-row check
         names = [f"{tag}.{k}" for tag, m in (("generator", self.G), ("discriminator", self.D))
                  for k, _ in m.named_parameters()]
         now = [p.requires_grad for m in (self.G, self.D) for p in m.parameters()]
