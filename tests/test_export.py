@@ -326,6 +326,6 @@ def test_missing_export_tools_give_the_install_hint(tmp_path, monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
-    with pytest.raises(MissingDependencyError, match=r"needs onnxscript.*pip install 'gankit\[train\]'"):
+    with pytest.raises(MissingDependencyError, match=r"needs onnxscript.*pip install.*\[train\]"):
         export_generator(TinyConditional(), make_card(), tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
