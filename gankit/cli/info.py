@@ -27,15 +27,7 @@ def info(
 
     gen = load_generator(model)
     if as_json:
-        payload = {
-            "path": str(gen.path),
-            "size_bytes": gen.size_bytes,
-            "metadata": gen.card.to_metadata(),
-            "card": {**gen.card.as_dict(), "extra": dict(gen.card.extra)},
-            "inputs": gen.inputs,
-            "outputs": gen.outputs,
-        }
-        typer.echo(json.dumps(payload, indent=2))
+        typer.echo(json.dumps(gen.describe(), indent=2))
         return
 
     from rich.console import Console

@@ -303,6 +303,17 @@ class OnnxGenerator:
         """Name, type and shape of each graph output."""
         return _describe(self._session.get_outputs())
 
+    def describe(self) -> dict[str, Any]:
+        """What `gankit info --json` shows: path, size, raw metadata, the parsed card, inputs and outputs."""
+        return {
+            "path": str(self.path),
+            "size_bytes": self.size_bytes,
+            "metadata": self.card.to_metadata(),
+            "card": {**self.card.as_dict(), "extra": dict(self.card.extra)},
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+        }
+
     @property
     def conditional(self) -> bool:
         """Whether the model can be asked for a particular digit."""

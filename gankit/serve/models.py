@@ -39,16 +39,7 @@ class ServedModel:
 
     def info(self) -> dict[str, Any]:
         """What `gankit info --json` prints for the file, with the name it is served under."""
-        gen = self.generator
-        return {
-            "name": self.name,
-            "path": str(gen.path),
-            "size_bytes": gen.size_bytes,
-            "metadata": gen.card.to_metadata(),
-            "card": {**gen.card.as_dict(), "extra": dict(gen.card.extra)},
-            "inputs": gen.inputs,
-            "outputs": gen.outputs,
-        }
+        return {"name": self.name, **self.generator.describe()}
 
     def oip_metadata(self) -> dict[str, Any]:
         """The Open Inference Protocol's model metadata: its tensors, -1 for the batch dimension."""
