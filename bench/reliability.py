@@ -12,7 +12,8 @@ Runs, each as a real pytest session in a subprocess:
 * tests/test_hardening.py with GANKIT_HARDENING=N (N Hypothesis examples per property:
   ONNX metadata and graphs, output path lengths, checkpoints that lie, --config files,
   environment variables, bounded JSON), which records its counts per category;
-* any tests/test_fuzz_*.py, with GANKIT_FUZZ=long (their long setting).
+* any tests/test_fuzz_*.py, with GANKIT_FUZZ=N (N examples per property and mutation-loop
+  cases: their long setting).
 
 Tests that know their own counts append a JSON line to GANKIT_RELIABILITY_LOG; for the
 rest the table counts pytest's cases (from its JUnit XML). Nothing in the table is typed
@@ -76,7 +77,7 @@ def render(records: list[dict], suites: list[dict], args, started: float) -> str
         "",
         "This page is written by `bench/reliability.py`; do not edit it by hand. Rerun it with",
         f"`.venv/bin/python bench/reliability.py --kills {args.kills} --sweep {args.sweep} "
-        f"--hardening {args.hardening}` to refresh it.",
+        f"--fuzz {args.fuzz} --hardening {args.hardening}` to refresh it.",
         "",
         f"Last run: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {cpu_model()} "
         f"({os.cpu_count()} CPUs), Python {platform.python_version()}, "
@@ -119,6 +120,8 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=20, help="random SIGKILLs in the fault loop (default 20)")
     parser.add_argument("--sweep", choices=("full", "ci"), default="full",
                         help="CLI sweep table: full (every value) or ci (one wrong-type value per option)")
+    parser.add_argument("--fuzz", type=int, default=300,
+                        help="examples per property and mutation-loop cases in tests/test_fuzz_*.py (default 300)")
     parser.add_argument("--hardening", type=int, default=300,
                         help="Hypothesis examples per property in tests/test_hardening.py (default 300)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "reliability.md")
@@ -173,7 +176,7 @@ def main() -> int:
          "gankit's one-line error or a working result; no traceback, no hang, no allocation sized by the input"),
     ]
     if fuzz:
-        plan.append((fuzz, {"GANKIT_FUZZ": "long"}, "fuzz tests (" + ", ".join(Path(f).stem for f in fuzz) + ")",
+        plan.append((fuzz, {"GANKIT_FUZZ": str(args.fuzz)}, "fuzz tests (" + ", ".join(Path(f).stem for f in fuzz) + ")",
                      "only gankit's error types; no traceback, no hang"))
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "records.jsonl"
@@ -195,8 +198,10 @@ def main() -> int:
     args.results.write_text(json.dumps({
         "finished_utc": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}", "machine": cpu_model(),
         "cpus": os.cpu_count(), "python": platform.python_version(), "minutes": round((time.time() - started) / 60, 1),
-        "arguments": {"kills": args.kills, "sweep": args.sweep, "hardening": args.hardening},
-        "records": records, "suites": [{k: v for k, v in s.items() if k != "tail"} for s in suites],
+        "arguments": {"kills": args.kills, "sweep": args.sweep, "fuzz": args.fuzz, "hardening": args.hardening},
+        # A failed suite keeps the tail of its output: what failed, and why.
+        "records": records, "suites": [{k: v for k, v in s.items() if k != "tail" or s["failures"] + s["errors"]}
+                                       for s in suites],
     }, indent=1) + "\n")
     print(f"wrote {args.out} and {args.results}")
     return 0 if all(s["failures"] + s["errors"] == 0 and s["exit"] in (0, 5) for s in suites) else 1

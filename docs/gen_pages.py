@@ -185,10 +185,10 @@ BENCHMARKS = [
     ("train_speed", "Training speed against the PyTorch seed loop",
      "gankit's real `Trainer.run()` against a faithful transcription of the PyTorch seed's loop "
      "(same nets, BCE, Adam 2e-4, batch 32).",
-     "python bench/bench_train_speed.py --steps 300 --repeats 3 --bf16"),
+     "python bench/bench_train_speed.py --steps 300 --repeats 3 --bf16 --profile"),
     ("per_digit", "Per-digit: ten digits at once against ten runs",
      "All ten digits in one vectorised run against ten single-digit runs of the same steps.",
-     "python bench/bench_per_digit.py"),
+     "python bench/bench_per_digit.py --arch defaults --steps 100 --repeats 3 --profile"),
     ("gpu_", "Step speed per --compile mode",
      "The per-digit and conditional steps (plugin defaults), eager against each `--compile` mode, on "
      "the device named; see [Training speed and --compile](scaling.md).",

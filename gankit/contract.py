@@ -11,8 +11,9 @@ Every exported gankit model has:
 * inputs ``z: float32[N, Z]`` and ``label: int64[N]`` (always both; an unconditional
   model ignores the label), with a dynamic batch dimension ``N``;
 * output ``image: float32[N, 1, 28, 28]`` in ``value_range`` (see the metadata);
-* one self-contained ``.onnx`` file (no external data: the runtime refuses any file that
-  contains the external-data key ``location``);
+* one self-contained ``.onnx`` file (no external data: the runtime refuses any file with a
+  tensor whose ``data_location`` is EXTERNAL or that has ``external_data`` entries), with
+  no control flow (no graph-valued attribute: Loop, Scan, If);
 * the metadata properties listed in `METADATA_KEYS`, all strings (JSON where noted);
 * ``gankit.weights_sha256``: sha256 over the file's top-level protobuf records (fields of
   ModelProto) in file order, leaving out the ``metadata_props`` records (field 14), which

@@ -108,6 +108,19 @@ def test_sampler_draws_the_reference_batches_across_epochs_and_a_reload(mnist, l
     assert x.dtype == torch.float32 and -1.0 <= x.min() and x.max() <= 1.0
 
 
+def test_dropout_masks_drawn_ahead_are_each_digits_own_draws():
+    """Drawn on several threads (big masks) or one (small), class k's mask is what its generator alone draws."""
+    from gankit.training.nets.stacked import dropout_masks
+
+    for shapes in ([(64, 16, 14, 14), (64, 32, 8, 8)], [(4, 8)]):
+        gens = [torch.Generator().manual_seed(100 + c) for c in range(5)]
+        masks = dropout_masks(gens, shapes, 0.3)
+        for k in range(5):
+            own = torch.Generator().manual_seed(100 + k)
+            for shape, mask in zip(shapes, masks):
+                assert torch.equal(mask[k], torch.empty(shape).bernoulli_(0.7, generator=own))
+
+
 # ----------------------------------------------------------------------------- 2. no syncs
 class _Conversions(TorchFunctionMode):
     """Records (trainer step, what) for every tensor -> Python conversion while active."""
@@ -140,7 +153,8 @@ def test_no_tensor_becomes_a_python_value_between_log_rows(mnist, plugin, tmp_pa
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_no_cuda_sync_between_log_rows(mnist, tmp_path):
-    cfg = _cfg("per-digit", classes=(2, 5, 7), device="cuda")
+    # Past step 256, so the sampler's second upload of indices happens inside the checked steps.
+    cfg = _cfg("per-digit", classes=(2, 5, 7), device="cuda", steps=270)
     trainer = _trainer(cfg, mnist, tmp_path / "run")
     synced: list[int] = []
 
