@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gankit.errors import MissingDependencyError, UsageError
 from gankit.serve.protocol import oip, params
@@ -38,6 +40,28 @@ def test_config_refuses_impossible_settings():
             ServeConfig(**bad).check()
     assert not ServeConfig().public and ServeConfig(host="0.0.0.0").public
     assert "secret" not in repr(ServeConfig(api_key="secret-key-123"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_any_host_string_is_accepted_or_refused_as_a_usage_error(host):
+    """No --host value reaches getaddrinfo in a form it cannot encode (idna raised UnicodeError)."""
+    try:
+        ServeConfig(host=host).check()
+    except UsageError:
+        return
+    host.encode("idna")  # what was accepted, the resolver can encode
+
+
+@pytest.mark.parametrize("host, ok", [("127.0.0.1", True), ("::1", True), ("localhost", True),
+                                      ("my-box.example.", True), ("0.0.0.0", True), ("../../etc", False),
+                                      ("x" * 300, False), ("a-.b", False), ("a..b", False), ("", False)])
+def test_host_names_and_addresses(host, ok):
+    if ok:
+        assert ServeConfig(host=host).check().host == host
+    else:
+        with pytest.raises(UsageError, match="--host"):
+            ServeConfig(host=host).check()
 
 
 def test_model_names_are_file_stems(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from dataclasses import dataclass, field
 
 from gankit.errors import UsageError
@@ -39,6 +40,24 @@ API_KEY_ENV = "GANKIT_API_KEY"
 MAX_THREADS = 64
 
 
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+
+
+def is_host(host: str) -> bool:
+    """True for an IPv4/IPv6 literal or a DNS name (RFC 1123 labels, at most 253 characters).
+
+    Checked here so that a name the resolver cannot even encode (for example ``../etc`` or
+    300 characters) is a usage error, not an encoding traceback from getaddrinfo.
+    """
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    return 0 < len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """Everything the server needs besides its models."""
@@ -67,6 +86,8 @@ class ServeConfig:
         """Return self, or raise UsageError naming the first bad setting."""
         if not self.host.strip():
             raise UsageError("--host is empty")
+        if not is_host(self.host):
+            raise UsageError(f"--host must be an IP address or a host name, got {self.host[:80]!r}")
         if not 0 <= self.port <= 65535:
             raise UsageError(f"--port must be from 0 to 65535 (0: any free port), got {self.port}")
         if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:

@@ -30,6 +30,8 @@ def bind(host: str, port: int) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise GankitError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    except UnicodeError:
+        raise GankitError(f"cannot listen on {host[:80]!r}: not a name the resolver can encode") from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
