@@ -50,7 +50,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import STEP_PARTS, load_average, shared_mnist, steady_steps_per_s, step_breakdown  # noqa: E402
+from common import STEP_PARTS, load_average, profile_steps, shared_mnist, steady_steps_per_s  # noqa: E402
 from gankit.config import TrainConfig  # noqa: E402
 from gankit.data import load_dataset  # noqa: E402
 from gankit.registry import load_plugin  # noqa: E402
@@ -123,34 +123,9 @@ def sequential(images, labels, plugin: str, args) -> dict:
 
 def profile_side(images, labels, classes: tuple[int, ...], args, precision: str) -> dict[str, float]:
     """ms per *digit*-step in each part of a steady per-digit step on ``classes`` (torch.profiler)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    from gankit.plugin_api import Nets
-    from gankit.training.engine.context import make_step_context
-
     cfg = make_config("per-digit", classes, args).with_overrides(precision=precision)
-    plugin = load_plugin("per-digit")
-    with tempfile.TemporaryDirectory() as tmp:
-        t = Trainer(cfg, plugin, images, labels, Path(tmp) / "run", dataset_name="mnist")
-        ctx = make_step_context(Nets(t.G, t.D), t.spec, opt_g=t.opt_g, opt_d=t.opt_d, next_batch=t.sampler.next,
-                                loss=cfg.loss, noise=cfg.noise, torch_generator=t.noise_gen, d_steps=cfg.d_steps,
-                                precision=cfg.precision, device=t.device)
-
-        def run(n: int, first: int) -> None:
-            for i in range(first, first + n):
-                ctx.step = i
-                real, lab = t.sampler.next()
-                plugin.train_step(ctx, real, lab)
-                if t.ema is not None:
-                    t.ema.update(t.G, i)
-
-        run(5, 0)
-        steps = args.profile_steps
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            start = time.perf_counter()
-            run(steps, 5)
-            wall_ms = (time.perf_counter() - start) * 1e3
-    return {k: v / len(classes) for k, v in step_breakdown(prof, wall_ms, steps).items()}
+    parts = profile_steps(cfg, load_plugin("per-digit"), images, labels, args.profile_steps)
+    return {k: v / len(classes) for k, v in parts.items()}
 
 
 def main() -> None:

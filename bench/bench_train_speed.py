@@ -44,7 +44,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import STEP_PARTS, load_average, shared_mnist, steady_steps_per_s, step_breakdown  # noqa: E402
+from common import STEP_PARTS, load_average, profile_steps, shared_mnist, steady_steps_per_s  # noqa: E402
 from gankit.config import TrainConfig  # noqa: E402
 from gankit.data import load_dataset  # noqa: E402
 from gankit.registry import load_plugin  # noqa: E402
@@ -179,32 +179,9 @@ def gankit_loop(images, labels, steps: int, precision: str = "fp32") -> tuple[fl
 
 def gankit_profile(images, labels, precision: str, steps: int = 20) -> dict[str, float]:
     """ms per step in each part of a steady gankit step (torch.profiler)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    from gankit.plugin_api import Nets
-    from gankit.training.engine.context import make_step_context
-    from gankit.training.engine.step import standard_step
-
     cfg = TrainConfig(steps=10**9, batch_size=BATCH, precision=precision, device="cpu", preset="pytorch-mlp",
                       compile="off").validate()
-    with tempfile.TemporaryDirectory() as tmp:
-        t = Trainer(cfg, load_plugin("unconditional"), images, labels, Path(tmp) / "run", dataset_name="mnist")
-        ctx = make_step_context(Nets(t.G, t.D), t.spec, opt_g=t.opt_g, opt_d=t.opt_d, next_batch=t.sampler.next,
-                                loss=cfg.loss, noise=cfg.noise, torch_generator=t.noise_gen, d_steps=cfg.d_steps,
-                                precision=cfg.precision, device=t.device)
-
-        def run(n: int, first: int) -> None:
-            for i in range(first, first + n):
-                ctx.step = i
-                real, lab = t.sampler.next()
-                standard_step(ctx, real, lab)
-
-        run(5, 0)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            start = time.perf_counter()
-            run(steps, 5)
-            wall_ms = (time.perf_counter() - start) * 1e3
-    return step_breakdown(prof, wall_ms, steps)
+    return profile_steps(cfg, load_plugin("unconditional"), images, labels, steps)
 
 
 # ---------------------------------------------------------------- the machine's limit

@@ -139,3 +139,43 @@ def step_breakdown(prof, total_ms: float, steps: int) -> dict[str, float]:
     parts["other aten ops"] = other
     parts["Python, dispatch, autograd"] = max(0.0, total_ms / steps - sum(parts.values()))
     return parts
+
+
+def profile_steps(cfg, plugin, images, labels, steps: int, warmup: int = 5) -> dict[str, float]:
+    """`step_breakdown` of ``steps`` steady steps of ``plugin`` on a real Trainer's nets, sampler and EMA.
+
+    Heavy (torch, imported here). The steps run outside ``Trainer.run`` so the profile holds
+    the step alone: no logging, checkpoints or sample grids.
+    """
+    import tempfile
+    import time
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from gankit.plugin_api import Nets
+    from gankit.training.engine.context import make_step_context
+    from gankit.training.engine.step import standard_step
+    from gankit.training.engine.trainer import Trainer
+
+    step = plugin.train_step or standard_step
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Trainer(cfg, plugin, images, labels, Path(tmp) / "run", dataset_name="mnist")
+        ctx = make_step_context(Nets(t.G, t.D), t.spec, opt_g=t.opt_g, opt_d=t.opt_d, next_batch=t.sampler.next,
+                                loss=cfg.loss, noise=cfg.noise, torch_generator=t.noise_gen, d_steps=cfg.d_steps,
+                                precision=t.cfg.precision, device=t.device)
+
+        def run(n: int, first: int) -> None:
+            for i in range(first, first + n):
+                ctx.step = i
+                real, lab = t.sampler.next()
+                step(ctx, real, lab)
+                if t.ema is not None:
+                    t.ema.update(t.G, i)
+
+        run(warmup, 0)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
+            run(steps, warmup)
+            wall_ms = (time.perf_counter() - start) * 1e3
+    return step_breakdown(prof, wall_ms, steps)

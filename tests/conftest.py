@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -33,6 +34,30 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
     if check and proc.returncode != 0:
         raise AssertionError(f"gankit {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+# Runs `gankit ARGS` through gankit.cli.main in a fresh interpreter, then prints its exit
+# code and the top-level packages it imported (the light-tier promises are about those).
+_CLI_IMPORTS_PROBE = """
+import json, sys
+sys.argv = ["gankit"] + sys.argv[1:]
+from gankit.cli import main
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+print(json.dumps({"code": code, "modules": sorted({m.split(".")[0] for m in sys.modules})}))
+"""
+
+
+def cli_imports(*args: str, timeout: float = 120) -> tuple[int, set[str], str]:
+    """Run the CLI for real; its exit code, the top-level packages it imported, and its stderr."""
+    proc = subprocess.run([sys.executable, "-c", _CLI_IMPORTS_PROBE, *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result["code"], set(result["modules"]), proc.stderr
 
 
 def shared_mnist() -> Path:

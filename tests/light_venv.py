@@ -29,14 +29,19 @@ def run_pip(venv: Path, *args: str) -> None:
         raise RuntimeError(f"pip {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
 
 
-def ensure_light_venv(repo: Path = REPO) -> Path:
-    """A venv with gankit's base dependencies only (cached) and this checkout installed editable."""
-    if str(repo) in _installed:
-        return _installed[str(repo)]
+def ensure_light_venv(repo: Path = REPO, extras: tuple[str, ...] = ()) -> Path:
+    """A venv with gankit's base dependencies and ``extras`` only (cached), this checkout installed editable.
+
+    None of the extras given may pull in torch (the tests check that it stays absent).
+    """
+    tag = "+".join((str(repo), *extras))
+    if tag in _installed:
+        return _installed[tag]
     pyproject = (repo / "pyproject.toml").read_bytes()
-    deps = tomllib.loads(pyproject.decode())["project"]["dependencies"]
-    key = hashlib.sha256(pyproject + sys.version.encode()).hexdigest()[:16]
-    venv = CACHE / f"light-venv-{key}"
+    meta = tomllib.loads(pyproject.decode())["project"]
+    deps = meta["dependencies"] + [d for extra in extras for d in meta["optional-dependencies"][extra]]
+    key = hashlib.sha256(pyproject + sys.version.encode() + "+".join(extras).encode()).hexdigest()[:16]
+    venv = CACHE / f"{'-'.join(('light', *extras))}-venv-{key}"
     if not (venv / ".ready").is_file():
         shutil.rmtree(venv, ignore_errors=True)
         venv.parent.mkdir(parents=True, exist_ok=True)
@@ -45,5 +50,5 @@ def ensure_light_venv(repo: Path = REPO) -> Path:
         run_pip(venv, "install", *deps, "setuptools>=77")
         (venv / ".ready").write_text("\n".join(deps))
     run_pip(venv, "install", "--no-deps", "--no-build-isolation", "-e", str(repo))
-    _installed[str(repo)] = venv
+    _installed[tag] = venv
     return venv

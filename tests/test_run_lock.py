@@ -123,22 +123,34 @@ def assert_refused_naming(proc: subprocess.CompletedProcess | tuple[int, str], h
 
 
 # ----- with real processes ----------------------------------------------------------------------
+def second_writer_changes_nothing(first, run: Path, second_argv, reference) -> None:
+    """With ``first`` paused mid-run, ``gankit second_argv`` is refused naming its PID and changes
+    no byte of ``run``; ``first`` then finishes as the uninterrupted reference run did."""
+    try:
+        first.send_signal(signal.SIGSTOP)
+        before = snapshot(run)
+        second = run_cli(*second_argv, timeout=300)
+        assert_refused_naming(second, first.pid)
+        assert snapshot(run) == before
+    finally:
+        first.send_signal(signal.SIGCONT)
+    code, err = finish(first)
+    assert code == 0, err
+    assert_same_as(reference, run)
+
+
 @pytest.mark.slow
 def test_two_trains_on_one_name(reference, data, tmp_path):
     first = start(*train_argv(data, tmp_path, "x"))
     run = tmp_path / "x"
     try:
         wait_until(lambda: committed(run), first, "its first checkpoint")
-        first.send_signal(signal.SIGSTOP)
-        before = snapshot(run)
-        second = run_cli(*train_argv(data, tmp_path, "x"), timeout=300)
-        assert_refused_naming(second, first.pid)
-        assert snapshot(run) == before  # not a byte changed: config.json and metrics.jsonl kept
-    finally:
-        first.send_signal(signal.SIGCONT)
-    code, err = finish(first)
-    assert code == 0, err
-    assert_same_as(reference, run)
+    except BaseException:
+        first.kill()
+        finish(first, 30)
+        raise
+    # Not a byte changed: the live run's config.json and metrics.jsonl are kept.
+    second_writer_changes_nothing(first, run, train_argv(data, tmp_path, "x"), reference)
 
 
 @pytest.mark.slow
@@ -148,16 +160,12 @@ def test_two_resumes(reference, data, tmp_path):
     first = start("train", "--resume", run, "--steps", STEPS, "--quiet")
     try:
         wait_until(lambda: committed(run)[-1] > 20, first, "a checkpoint after the resume")
-        first.send_signal(signal.SIGSTOP)
-        before = snapshot(run)
-        second = run_cli("train", "--resume", run, "--steps", STEPS, "--quiet", timeout=300)
-        assert_refused_naming(second, first.pid)
-        assert snapshot(run) == before  # the live run's metrics.jsonl was not rewritten under it
-    finally:
-        first.send_signal(signal.SIGCONT)
-    code, err = finish(first)
-    assert code == 0, err
-    assert_same_as(reference, run)
+    except BaseException:
+        first.kill()
+        finish(first, 30)
+        raise
+    # The live run's metrics.jsonl is not rewritten under it.
+    second_writer_changes_nothing(first, run, ("train", "--resume", run, "--steps", STEPS, "--quiet"), reference)
 
 
 @pytest.mark.slow

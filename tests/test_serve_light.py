@@ -7,21 +7,18 @@ a path keyed by pyproject's hash; this checkout is installed into it editable.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
-import shutil
 import subprocess
 import sys
-import tomllib
 import urllib.request
 
 import numpy as np
 import pytest
 
 import gankit
-from light_venv import CACHE, REPO, run_pip
+from light_venv import ensure_light_venv
 from serve_helpers import start_server, shipped_models
 
 MODELS = shipped_models()
@@ -53,20 +50,8 @@ def test_the_server_imports_no_torch_here():
 
 
 def ensure_serve_venv():
-    """A cached venv: the base dependencies and the serve extra, no torch; this checkout editable."""
-    pyproject = (REPO / "pyproject.toml").read_bytes()
-    meta = tomllib.loads(pyproject.decode())["project"]
-    deps = meta["dependencies"] + meta["optional-dependencies"]["serve"]
-    key = hashlib.sha256(pyproject + sys.version.encode()).hexdigest()[:16]
-    venv = CACHE / f"serve-venv-{key}"
-    if not (venv / ".ready").is_file():
-        shutil.rmtree(venv, ignore_errors=True)
-        venv.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-        run_pip(venv, "install", *deps, "setuptools>=77")
-        (venv / ".ready").write_text("\n".join(deps))
-    run_pip(venv, "install", "--no-deps", "--no-build-isolation", "-e", str(REPO))
-    return venv
+    """The torch-free venv with the serve extra added."""
+    return ensure_light_venv(extras=("serve",))
 
 
 @pytest.mark.slow

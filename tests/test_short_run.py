@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import FP32, SMALL_NETS, run_cli
+from conftest import FP32, SMALL_NETS, cli_imports, run_cli
 from gankit.training.engine.optim import EMA, ema_decay
 
 # ----- the EMA warm-up --------------------------------------------------------------------
@@ -137,26 +136,10 @@ def test_a_few_hundred_default_per_digit_steps_export_digits_a_classifier_reads(
 
 # ----- generate without typer ---------------------------------------------------------------
 
-MODULES_PROBE = """
-import json, sys
-sys.argv = ["gankit"] + sys.argv[1:]
-from gankit.cli import main
-try:
-    main()
-except SystemExit as exc:
-    code = exc.code
-else:
-    code = 0
-print(json.dumps({"code": code, "modules": sorted({m.split(".")[0] for m in sys.modules})}))
-"""
-
-
 def test_a_plain_generate_imports_no_typer_rich_or_pydantic(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", MODULES_PROBE, "generate", "--digit", "7", "-n", "64", "-o",
-                           str(tmp_path / "x.png")], capture_output=True, text=True, timeout=120)
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["code"] == 0, proc.stderr
-    assert not {"typer", "click", "rich", "pydantic", "torch", "onnx"} & set(result["modules"])
+    code, modules, stderr = cli_imports("generate", "--digit", "7", "-n", "64", "-o", tmp_path / "x.png")
+    assert code == 0, stderr
+    assert not {"typer", "click", "rich", "pydantic", "torch", "onnx"} & modules
     assert (tmp_path / "x.png").stat().st_size > 0
 
 
