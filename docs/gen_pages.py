@@ -459,6 +459,8 @@ def site_model_card(card: str) -> str:
     if meta_lines:
         meta = ("\n??? info \"Model-card metadata (Hugging Face front matter)\"\n\n    ```yaml\n"
                 + "".join(f"    {line}\n" for line in meta_lines) + "    ```\n")
+    # The card links pictures from exports/ (../docs/images/x.png); the site's copy lives in docs/models/.
+    body = body.replace("](../docs/images/", "](../images/")
     title, _, rest = body.partition("\n")
     return note + title + "\n" + meta + rest
 
